@@ -1,0 +1,107 @@
+"""The ``distill`` command line: train, embed, eval, predict, launch.
+
+Exit status: 0 success, 2 bad input (config, data, arguments, run directory), 1 a failure while
+running, 3 a subcommand that is not built yet, 143 training pre-empted by SIGTERM after a
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+EXIT_BAD_INPUT = 2
+EXIT_NOT_BUILT = 3
+
+logger = logging.getLogger("distill")
+
+
+def _add_overrides(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set", dest="overrides", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.max_steps=200 teachers[0].max_length=128 (repeatable)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="distill",
+        description="Distributed multi-teacher distillation into a Lattice3D student.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("train", help="train a student (embeds targets first when needed)",
+                       description="Train a Lattice3D student on the teachers' targets.")
+    p.add_argument("config", help="run config YAML")
+    _add_overrides(p)
+    p.add_argument("--resume", action="store_true", help="resume from the run's latest complete checkpoint")
+    p.set_defaults(func="distill.commands:cmd_train")
+
+    p = sub.add_parser("embed", help="teachers only: build the target store",
+                       description="Compute and store every teacher's embeddings of the run's data.")
+    p.add_argument("config", help="run config YAML")
+    _add_overrides(p)
+    p.set_defaults(func="distill.commands:cmd_embed")
+
+    p = sub.add_parser("eval", help="evaluate a trained run against the baselines",
+                       description="Metrics table per teacher space, with identity and ridge baselines.")
+    p.add_argument("run_dir", help="a run directory (runs/<name>)")
+    p.add_argument("--data", help="evaluate on this pairs file instead of the run's held-out split")
+    p.add_argument("--out", help="write the JSON here (default: RUN_DIR/eval.json)")
+    p.set_defaults(func="distill.commands:cmd_eval")
+
+    p = sub.add_parser("predict", help="nearest answers from the training answer bank",
+                       description="Top-k answers from the run's training answer bank for a question.")
+    p.add_argument("run_dir", help="a run directory (runs/<name>)")
+    p.add_argument("question", help="the question text")
+    p.add_argument("-k", "--top-k", type=int, default=5, help="how many answers (default 5)")
+    p.set_defaults(func="distill.commands:cmd_predict")
+
+    p = sub.add_parser("launch", help="compose and run accelerate launch for local, multi-node or SLURM runs",
+                       description="Compose the accelerate launch command(s) for a run and run them.")
+    p.add_argument("config", help="run config YAML")
+    p.set_defaults(func="launch.cli:cmd_launch", launch_parser=p)
+    return parser
+
+
+def _resolve(spec: str):
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    # `launch` forwards unknown options and everything after `--` to its own parser.
+    if argv and argv[0] == "launch":
+        from launch.cli import add_launch_arguments
+
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        add_launch_arguments(sub.choices["launch"])
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if hasattr(args, "overrides"):
+        args.overrides = [o for group in args.overrides for o in group]
+    from distill.errors import UserError
+
+    try:
+        return int(_resolve(args.func)(args) or 0)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NotImplementedError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_NOT_BUILT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

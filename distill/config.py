@@ -1,0 +1,427 @@
+"""The run configuration: one YAML file per run, validated against this typed schema.
+
+Sections: run, data, teachers, student, targets, loss, curriculum, optim, train, eval, logging.
+Each component owns its own small config dataclass (``lattice.LatticeConfig``,
+``teachers.TeacherSpec``, ``distill.losses.LossConfig``, ``distill.curriculum.CurriculumConfig``);
+this module composes them and adds the checks that span sections (teacher names unique, the
+input teacher exists, local model directories exist, a pooling the model can do).
+
+    cfg = load_config("configs/default.yaml", overrides=["train.max_steps=200"])
+
+A teacher entry may pull its fields from a preset file: ``preset: minilm`` reads
+``configs/teachers/minilm.yaml`` (searched beside the run config, then in the project's
+``configs/teachers/``), and the entry's own keys override the preset's.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+
+from distill.curriculum import CurriculumConfig
+from distill.losses import LossConfig
+from distill.schema import ConfigError, build, join, to_dict, unknown_key_error
+from lattice.config import LatticeConfig
+from teachers.spec import TeacherSpec
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PRESET_DIRS = [PROJECT_ROOT / "configs" / "teachers"]
+DATA_FORMATS = ("auto", "jsonl", "json", "csv", "parquet", "dataset")
+# Decoder-only model types whose first token sees nothing of the text: cls pooling is meaningless.
+CAUSAL_MODEL_TYPES = frozenset(
+    {"gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2",
+     "gemma3", "phi", "phi3", "falcon", "opt", "bloom", "olmo", "olmo2", "starcoder2"}
+)
+
+
+@dataclass
+class RunSection:
+    # Run name: the run directory is <output_dir>/<name>.
+    name: str = "demo"
+    output_dir: str = "runs"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.name or any(c in self.name for c in "/\\") or self.name in (".", ".."):
+            raise ValueError(f"name: must be a plain directory name, got {self.name!r}")
+
+
+@dataclass
+class DataSection:
+    # A JSONL / JSON / CSV / Parquet file, a saved `datasets` directory, or builtin:<name>
+    # for the shipped demo data (builtin:dolly_open_qa, builtin:chatterbot_english).
+    path: str = "builtin:dolly_open_qa"
+    format: Literal["auto", "jsonl", "json", "csv", "parquet", "dataset"] = "auto"
+    question_field: str = "question"
+    answer_field: str = "answer"
+    category_field: str = "category"
+    # Keep only these categories (None = all).
+    categories: Optional[list[str]] = None
+    # Fraction of the distinct questions held out for evaluation.
+    holdout_fraction: float = 0.2
+    split_seed: int = 0
+    # Bad rows (empty text, missing field, unparsable line): stop with an error, or skip and count.
+    on_error: Literal["stop", "skip"] = "stop"
+    # Use at most this many pairs (None = all), taken after filtering, before the split.
+    max_pairs: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ValueError("path: must name a data file, a datasets directory or builtin:<name>")
+        if not 0.0 < self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction: must be in (0, 1), got {self.holdout_fraction!r}")
+        if self.max_pairs is not None and self.max_pairs < 2:
+            raise ValueError(f"max_pairs: must be >= 2, got {self.max_pairs!r}")
+        if self.question_field == self.answer_field:
+            raise ValueError("answer_field: must differ from question_field")
+
+
+@dataclass
+class StudentSection:
+    # Where the student's input comes from: a teacher's question embedding ("teacher"), or the
+    # student's own token embedding over a teacher's tokenizer ("tokens", a standalone student).
+    input: Literal["teacher", "tokens"] = "teacher"
+    # The teacher whose question embedding (or tokenizer, for input=tokens) feeds the student;
+    # None = the first teacher.
+    input_teacher: Optional[str] = None
+    # Width of the token embedding for input=tokens.
+    token_dim: int = 128
+    # Add the input back to the prediction in the input teacher's space, so an untrained
+    # student starts at the identity baseline.
+    residual: bool = True
+    # Hidden width of each teacher's head (0 = a single linear layer).
+    head_hidden: int = 0
+    lattice: LatticeConfig = field(default_factory=LatticeConfig)
+
+    def __post_init__(self) -> None:
+        if self.token_dim < 1:
+            raise ValueError(f"token_dim: must be >= 1, got {self.token_dim!r}")
+        if self.head_hidden < 0:
+            raise ValueError(f"head_hidden: must be >= 0, got {self.head_hidden!r}")
+
+
+@dataclass
+class TargetsSection:
+    # store: teacher embeddings computed once and cached; online: teachers run inside the job.
+    mode: Literal["store", "online"] = "store"
+    # Where the target store lives (shared by runs; entries are keyed by fingerprint).
+    store_dir: str = ".cache/targets"
+
+
+@dataclass
+class OptimSection:
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    # Linear warmup steps, then the schedule.
+    warmup_steps: int = 50
+    schedule: Literal["cosine", "constant", "plateau"] = "cosine"
+    # The cosine schedule decays to lr * min_lr_ratio.
+    min_lr_ratio: float = 0.05
+    # reduce-on-plateau (schedule: plateau): factor and patience in evaluations.
+    plateau_factor: float = 0.5
+    plateau_patience: int = 2
+    # Gradient clipping by global norm (0 = off).
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"lr: must be > 0, got {self.lr!r}")
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay: must be >= 0, got {self.weight_decay!r}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas: must be two numbers in [0, 1), got {self.betas!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps: must be >= 0, got {self.warmup_steps!r}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"min_lr_ratio: must be in [0, 1], got {self.min_lr_ratio!r}")
+        if not 0.0 < self.plateau_factor < 1.0:
+            raise ValueError(f"plateau_factor: must be in (0, 1), got {self.plateau_factor!r}")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip: must be >= 0, got {self.grad_clip!r}")
+
+
+@dataclass
+class TrainSection:
+    max_steps: int = 1000
+    # Global batch size (summed over processes and accumulation steps).
+    batch_size: int = 64
+    grad_accum: int = 1
+    # no | fp16 | bf16 | auto (bf16 where the device supports it, else no).
+    mixed_precision: Literal["no", "fp16", "bf16", "auto"] = "auto"
+    # Force CPU even where an accelerator exists.
+    cpu: bool = False
+    eval_every: int = 200
+    save_every: int = 200
+    # Keep the last K checkpoints.
+    keep_last: int = 2
+    log_every: int = 10
+    # Stop when the evaluation metric has not improved for this many evaluations (0 = off).
+    early_stopping_patience: int = 0
+    # Stop training after this many consecutive non-finite losses or gradients.
+    max_nonfinite: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "batch_size", "grad_accum", "eval_every", "save_every", "keep_last",
+                     "log_every", "max_nonfinite"):
+            v = getattr(self, name)
+            if v < 1:
+                raise ValueError(f"{name}: must be >= 1, got {v!r}")
+        if self.early_stopping_patience < 0:
+            raise ValueError(f"early_stopping_patience: must be >= 0, got {self.early_stopping_patience!r}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"batch_size: {self.batch_size} is not divisible by grad_accum={self.grad_accum}"
+            )
+
+
+@dataclass
+class EvalSection:
+    # Recall@k cut-offs.
+    recall_at: list[int] = field(default_factory=lambda: [1, 5, 10])
+    # Ridge-regression baseline regulariser.
+    ridge_lambda: float = 1.0
+    batch_size: int = 256
+    # The metric that picks the best checkpoint and drives early stopping: <teacher>/<metric>,
+    # or <metric> for the input teacher's space.
+    metric: str = "cosine"
+
+    def __post_init__(self) -> None:
+        if not self.recall_at or any(k < 1 for k in self.recall_at):
+            raise ValueError(f"recall_at: must be positive integers, got {self.recall_at!r}")
+        if self.ridge_lambda < 0:
+            raise ValueError(f"ridge_lambda: must be >= 0, got {self.ridge_lambda!r}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size: must be >= 1, got {self.batch_size!r}")
+
+
+@dataclass
+class LoggingSection:
+    tensorboard: bool = True
+    # Images of the lattice state every N steps (0 = off).
+    image_every: int = 200
+    histogram_every: int = 200
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    run: RunSection = field(default_factory=RunSection)
+    data: DataSection = field(default_factory=DataSection)
+    teachers: list[TeacherSpec] = field(default_factory=list)
+    student: StudentSection = field(default_factory=StudentSection)
+    targets: TargetsSection = field(default_factory=TargetsSection)
+    loss: LossConfig = field(default_factory=LossConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    optim: OptimSection = field(default_factory=OptimSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.run.output_dir) / self.run.name
+
+    def input_teacher(self) -> TeacherSpec:
+        name = self.student.input_teacher or self.teachers[0].name
+        return next(t for t in self.teachers if t.name == name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"config file not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ConfigError("", f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError("", f"{path}:{where}: invalid YAML: {problem}") from None
+
+
+def parse_override(text: str) -> tuple[list[str | int], Any]:
+    """``"a.b[0].c=value"`` -> (["a", "b", 0, "c"], parsed YAML value)."""
+    if "=" not in text:
+        raise ConfigError("--set", f"'{text}' is not of the form key.path=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    parts: list[str | int] = []
+    for piece in key.split("."):
+        name, _, rest = piece.partition("[")
+        if name:
+            parts.append(name)
+        while rest:
+            idx, _, rest = rest.partition("]")
+            if not idx.isdigit():
+                raise ConfigError("--set", f"bad index in '{key}'")
+            parts.append(int(idx))
+            rest = rest.lstrip("[")
+    if not parts or any(p == "" for p in parts):
+        raise ConfigError("--set", f"'{text}' has an empty key path")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def apply_override(data: dict, parts: list[str | int], value: Any) -> None:
+    node: Any = data
+    path = ""
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(part, int):
+            if not isinstance(node, list) or part >= len(node):
+                size = len(node) if isinstance(node, list) else 0
+                raise ConfigError(join(path, part), f"no such list item (the list has {size})")
+        elif not isinstance(node, dict):
+            raise ConfigError(path, f"is not a mapping, cannot set '{part}'")
+        if last:
+            node[part] = value
+        else:
+            nxt = node[part] if isinstance(part, int) else node.get(part)
+            if nxt is None:
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        path = join(path, part)
+
+
+def find_preset(name: str, config_dir: Path | None) -> Path:
+    candidates = []
+    if config_dir is not None:
+        candidates += [config_dir / "teachers", config_dir]
+    candidates += PRESET_DIRS
+    for d in candidates:
+        for ext in (".yaml", ".yml"):
+            p = d / f"{name}{ext}"
+            if p.is_file():
+                return p
+    known = sorted({p.stem for d in candidates if d.is_dir() for p in d.glob("*.y*ml")})
+    raise FileNotFoundError(f"preset '{name}' not found (known presets: {', '.join(known) or 'none'})")
+
+
+def expand_teachers(data: dict, config_dir: Path | None) -> None:
+    """Replace ``preset: NAME`` in each teacher entry by the preset's keys (entry keys win)."""
+    teachers = data.get("teachers")
+    if teachers is None:
+        return
+    if not isinstance(teachers, list):
+        raise ConfigError("teachers", f"must be a list of teacher entries, got {teachers!r}")
+    for i, entry in enumerate(teachers):
+        path = join("teachers", i)
+        if not isinstance(entry, dict):
+            raise ConfigError(path, f"must be a mapping, got {entry!r}")
+        if "preset" not in entry:
+            continue
+        name = entry["preset"]
+        if not isinstance(name, str):
+            raise ConfigError(join(path, "preset"), f"must be a preset name, got {name!r}")
+        try:
+            preset_path = find_preset(name, config_dir)
+        except FileNotFoundError as err:
+            raise ConfigError(join(path, "preset"), str(err)) from None
+        preset = load_yaml(preset_path)
+        if not isinstance(preset, dict):
+            raise ConfigError(join(path, "preset"), f"{preset_path} does not hold a mapping")
+        merged = dict(preset)
+        merged.update({k: v for k, v in entry.items() if k != "preset"})
+        teachers[i] = merged
+
+
+def _looks_local(model: str) -> bool:
+    return model.startswith(("/", "./", "../", "~")) or os.path.isabs(model)
+
+
+def check_cross_section(cfg: Config, config_dir: Path | None) -> None:
+    """Checks that span sections or look at the file system."""
+    if not cfg.teachers:
+        raise ConfigError("teachers", "at least one teacher is needed")
+    seen: dict[str, int] = {}
+    for i, t in enumerate(cfg.teachers):
+        if t.name in seen:
+            raise ConfigError(join(join("teachers", i), "name"), f"'{t.name}' is already used by teachers[{seen[t.name]}]")
+        seen[t.name] = i
+        check_teacher_source(t, join("teachers", i), config_dir)
+    names = ", ".join(seen)
+    if cfg.student.input_teacher is not None and cfg.student.input_teacher not in seen:
+        raise ConfigError("student.input_teacher", f"'{cfg.student.input_teacher}' is not a teacher (teachers: {names})")
+    for name in cfg.curriculum.teacher_ramp:
+        if name not in seen:
+            raise ConfigError(join("curriculum.teacher_ramp", name), f"not a teacher (teachers: {names})")
+    if cfg.train.eval_every > cfg.train.max_steps and cfg.train.early_stopping_patience:
+        raise ConfigError("train.early_stopping_patience", "needs eval_every <= max_steps to ever evaluate")
+
+
+def check_teacher_source(t: TeacherSpec, path: str, config_dir: Path | None) -> None:
+    """A local model directory must exist, and the pooling must suit the model."""
+    if t.model.startswith("pkg:"):
+        return
+    model = os.path.expanduser(t.model)
+    if _looks_local(t.model) and not os.path.isdir(model):
+        raise ConfigError(join(path, "model"), f"local model directory '{t.model}' does not exist")
+    if not os.path.isdir(model):
+        return  # a hub id: checked when it is loaded
+    cfg_file = Path(model) / "config.json"
+    if not cfg_file.is_file():
+        raise ConfigError(join(path, "model"), f"'{t.model}' has no config.json: not a Hugging Face model directory")
+    try:
+        hf = json.loads(cfg_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ConfigError(join(path, "model"), f"{cfg_file} is not valid JSON: {err}") from None
+    model_type = str(hf.get("model_type", ""))
+    if t.pooling == "cls" and model_type in CAUSAL_MODEL_TYPES:
+        raise ConfigError(
+            join(path, "pooling"),
+            f"'cls' pools the first token, which the causal decoder '{model_type}' computes without seeing "
+            "the rest of the text; use last or mean",
+        )
+    layers = hf.get("num_hidden_layers", hf.get("n_layer"))
+    if isinstance(layers, int) and not -layers - 1 <= t.layer <= layers:
+        raise ConfigError(join(path, "layer"), f"{t.layer} is out of range for a model with {layers} layers")
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                data: dict | None = None) -> Config:
+    """Load, override, expand presets, validate. Raises :class:`ConfigError` on any problem."""
+    config_dir = None
+    if path is not None:
+        data = load_yaml(path)
+        config_dir = Path(path).resolve().parent
+    data = copy.deepcopy(data) if data is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{path}: the top level must be a mapping of sections")
+    known = [f for f in Config.__dataclass_fields__]
+    for key in data:
+        if key not in known:
+            raise unknown_key_error("", str(key), known)
+    for text in overrides:
+        parts, value = parse_override(text)
+        if isinstance(parts[0], str) and parts[0] not in known:
+            raise unknown_key_error("", parts[0], known)
+        apply_override(data, parts, value)
+    expand_teachers(data, config_dir)
+    cfg = build(Config, data)
+    check_cross_section(cfg, config_dir)
+    return cfg
+
+
+def dump_config(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False, allow_unicode=True)

@@ -1,0 +1,220 @@
+"""Question→answer pairs: loading from files, validation with locations, a held-out split.
+
+``load_pairs(cfg.data)`` reads JSONL, JSON, CSV, Parquet or a saved ``datasets`` directory
+(or ``builtin:<name>``, the shipped demo data) into a ``datasets.Dataset`` with the columns
+``question``, ``answer``, ``category`` and ``row`` (the 1-based line of JSONL/CSV files, the
+record index otherwise). Every bad row is reported as ``FILE:LINE: problem``; ``on_error``
+decides between stopping at the first one and skipping them with a count.
+
+``split_pairs`` holds out a fraction of the *distinct* questions (case- and
+whitespace-insensitive), so no question is in both halves, and is the same on every run and
+every rank for the same data and seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_data"
+SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+
+
+class DataError(ValueError):
+    """Bad data. ``str(err)`` names the file and, where there is one, the line or row."""
+
+
+@dataclass
+class Pairs:
+    """Loaded pairs plus what was skipped."""
+
+    dataset: "datasets.Dataset"  # noqa: F821 (imported lazily: datasets is slow to import)
+    skipped: int
+    source: str
+
+
+def resolve_data_path(path: str) -> Path:
+    if path.startswith("builtin:"):
+        name = path.split(":", 1)[1]
+        p = BUILTIN_DIR / f"{name}.jsonl"
+        if not p.is_file():
+            known = ", ".join(sorted(f"builtin:{q.stem}" for q in BUILTIN_DIR.glob("*.jsonl")))
+            raise DataError(f"data.path: unknown built-in data '{path}' (known: {known})")
+        return p
+    return Path(path).expanduser()
+
+
+def detect_format(p: Path, fmt: str) -> str:
+    if fmt != "auto":
+        return fmt
+    if p.is_dir():
+        return "dataset"
+    fmt = SUFFIX_FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"{p}: cannot tell the format from the suffix '{p.suffix}'; set data.format to one of "
+            "jsonl, json, csv, parquet, dataset"
+        )
+    return fmt
+
+
+def _decode(p: Path) -> str:
+    raw = p.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(f"{p}:{line}: not valid UTF-8 ({err.reason}, byte 0x{raw[err.start]:02x})") from None
+
+
+def _records(p: Path, fmt: str):
+    """Yield (row, record-or-DataError) in file order."""
+    if fmt == "jsonl":
+        for lineno, line in enumerate(_decode(p).splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as err:
+                yield lineno, DataError(f"{p}:{lineno}: not valid JSON ({err.msg} at column {err.colno})")
+                continue
+            yield lineno, rec
+    elif fmt == "json":
+        text = _decode(p)
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{p}:{err.lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+        if isinstance(obj, dict) and isinstance(obj.get("data"), list):
+            obj = obj["data"]
+        if not isinstance(obj, list):
+            raise DataError(f"{p}: a JSON data file must hold a list of records (or {{\"data\": [...]}})")
+        for i, rec in enumerate(obj, start=1):
+            yield i, rec
+    elif fmt == "csv":
+        text = _decode(p)
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            for rec in reader:
+                # The header is line 1; reader.line_num is the line the record ended on.
+                yield reader.line_num, rec
+        except csv.Error as err:
+            raise DataError(f"{p}:{reader.line_num}: not valid CSV ({err})") from None
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(p)
+        except Exception as err:  # pyarrow raises several types for a bad file
+            raise DataError(f"{p}: cannot read Parquet file ({err})") from None
+        for i, rec in enumerate(table.to_pylist(), start=1):
+            yield i, rec
+    elif fmt == "dataset":
+        import datasets
+
+        try:
+            ds = datasets.load_from_disk(str(p))
+        except Exception as err:
+            raise DataError(f"{p}: cannot load a saved datasets directory ({err})") from None
+        if isinstance(ds, datasets.DatasetDict):
+            if "train" not in ds:
+                raise DataError(f"{p}: a DatasetDict needs a 'train' split (has: {', '.join(ds)})")
+            ds = ds["train"]
+        for i, rec in enumerate(ds, start=1):
+            yield i, rec
+    else:  # pragma: no cover - the schema only allows the formats above
+        raise DataError(f"{p}: unknown format {fmt!r}")
+
+
+def _text(rec: dict, field: str, where: str) -> str:
+    if field not in rec:
+        raise DataError(f"{where}: missing field '{field}' (fields: {', '.join(map(str, rec)) or 'none'})")
+    v = rec[field]
+    if not isinstance(v, str):
+        raise DataError(f"{where}: field '{field}' must be text, got {type(v).__name__}")
+    v = v.strip()
+    if not v:
+        raise DataError(f"{where}: field '{field}' is empty")
+    return v
+
+
+def load_pairs(cfg) -> Pairs:
+    """Load the pairs described by a :class:`distill.config.DataSection`."""
+    import datasets
+
+    p = resolve_data_path(cfg.path)
+    if not p.exists():
+        raise DataError(f"data.path: file not found: {p}")
+    fmt = detect_format(p, cfg.format)
+    wanted = set(cfg.categories) if cfg.categories is not None else None
+    questions, answers, categories, rows = [], [], [], []
+    skipped = 0
+    first_error: DataError | None = None
+    for row, rec in _records(p, fmt):
+        where = f"{p}:{row}" if fmt in ("jsonl", "csv") else f"{p}: record {row}"
+        try:
+            if isinstance(rec, DataError):
+                raise rec
+            if not isinstance(rec, dict):
+                raise DataError(f"{where}: a record must be an object with fields, got {type(rec).__name__}")
+            q = _text(rec, cfg.question_field, where)
+            a = _text(rec, cfg.answer_field, where)
+        except DataError as err:
+            if cfg.on_error == "stop":
+                raise
+            skipped += 1
+            first_error = first_error or err
+            continue
+        cat = rec.get(cfg.category_field)
+        cat = "" if cat is None else str(cat)
+        if wanted is not None and cat not in wanted:
+            continue
+        questions.append(q)
+        answers.append(a)
+        categories.append(cat)
+        rows.append(row)
+        if cfg.max_pairs is not None and len(questions) >= cfg.max_pairs:
+            break
+    if skipped:
+        logger.warning("skipped %d bad row(s) in %s (first: %s)", skipped, p, first_error)
+    if not questions:
+        why = f" after keeping only categories {sorted(wanted)}" if wanted is not None else ""
+        raise DataError(f"{p}: no question/answer pairs{why}" + (f" ({skipped} bad rows skipped)" if skipped else ""))
+    ds = datasets.Dataset.from_dict(
+        {"question": questions, "answer": answers, "category": categories, "row": rows}
+    )
+    return Pairs(dataset=ds, skipped=skipped, source=str(p))
+
+
+_space = re.compile(r"\s+")
+
+
+def normalise_question(q: str) -> str:
+    return _space.sub(" ", q.strip().casefold())
+
+
+def split_pairs(ds, holdout_fraction: float, seed: int):
+    """Split a pairs ``Dataset`` into (train, heldout) by distinct question.
+
+    The distinct normalised questions are sorted, permuted with ``seed`` and the first
+    ``round(fraction * n)`` (at least 1, at most n - 1) are held out: the split depends only on
+    the set of questions and the seed, never on file order or on the process.
+    """
+    norm = [normalise_question(q) for q in ds["question"]]
+    distinct = sorted(set(norm))
+    if len(distinct) < 2:
+        raise DataError(f"the data has {len(distinct)} distinct question(s); a held-out split needs at least 2")
+    n_hold = min(max(1, round(holdout_fraction * len(distinct))), len(distinct) - 1)
+    perm = np.random.default_rng(seed).permutation(len(distinct))
+    held = {distinct[i] for i in perm[:n_hold]}
+    held_idx = [i for i, q in enumerate(norm) if q in held]
+    train_idx = [i for i, q in enumerate(norm) if q not in held]
+    return ds.select(train_idx), ds.select(held_idx)

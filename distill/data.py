@@ -36,7 +36,7 @@ class DataError(ValueError):
 class Pairs:
     """Loaded pairs plus what was skipped."""
 
-    dataset: "datasets.Dataset"  # noqa: F821 (imported lazily: datasets is slow to import)
+    dataset: datasets.Dataset  # noqa: F821 (imported lazily: datasets is slow to import)
     skipped: int
     source: str
 
@@ -201,20 +201,26 @@ def normalise_question(q: str) -> str:
     return _space.sub(" ", q.strip().casefold())
 
 
-def split_pairs(ds, holdout_fraction: float, seed: int):
-    """Split a pairs ``Dataset`` into (train, heldout) by distinct question.
+def split_indices(questions: list[str], holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (train, heldout) that hold out a fraction of the distinct questions.
 
     The distinct normalised questions are sorted, permuted with ``seed`` and the first
     ``round(fraction * n)`` (at least 1, at most n - 1) are held out: the split depends only on
     the set of questions and the seed, never on file order or on the process.
     """
-    norm = [normalise_question(q) for q in ds["question"]]
+    norm = [normalise_question(q) for q in questions]
     distinct = sorted(set(norm))
     if len(distinct) < 2:
         raise DataError(f"the data has {len(distinct)} distinct question(s); a held-out split needs at least 2")
     n_hold = min(max(1, round(holdout_fraction * len(distinct))), len(distinct) - 1)
     perm = np.random.default_rng(seed).permutation(len(distinct))
     held = {distinct[i] for i in perm[:n_hold]}
-    held_idx = [i for i, q in enumerate(norm) if q in held]
-    train_idx = [i for i, q in enumerate(norm) if q not in held]
+    held_idx = np.array([i for i, q in enumerate(norm) if q in held], dtype=np.int64)
+    train_idx = np.array([i for i, q in enumerate(norm) if q not in held], dtype=np.int64)
+    return train_idx, held_idx
+
+
+def split_pairs(ds, holdout_fraction: float, seed: int):
+    """Split a pairs ``Dataset`` into (train, heldout) datasets by distinct question."""
+    train_idx, held_idx = split_indices(ds["question"], holdout_fraction, seed)
     return ds.select(train_idx), ds.select(held_idx)

@@ -1,0 +1,141 @@
+"""The student: input adapter → Lattice3D → one head per teacher.
+
+    question embedding (B, d_in)  ──adapter──▶  Lattice3D  ──▶  z (B, d_lat)  ──head_k──▶  (B, d_k)
+
+The input is a teacher's question embedding (``input: teacher``) or the mean of the student's
+own token embeddings over the input teacher's tokenizer (``input: tokens``, a standalone
+student that needs no teacher at inference). With ``residual: true`` the question embedding is
+added to the prediction in the input teacher's space and that head starts at zero, so the
+untrained student *is* the identity baseline and training can only move it from there.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lattice import Lattice3D, LatticeConfig
+
+
+class Head(nn.Module):
+    """Lattice readout (B, d_lat) -> teacher space (B, d_k): linear, or a one-hidden-layer MLP."""
+
+    def __init__(self, d_in: int, d_out: int, hidden: int = 0, zero_init: bool = False):
+        super().__init__()
+        if hidden:
+            self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
+        else:
+            self.net = nn.Sequential(nn.Linear(d_in, d_out))
+        if zero_init:
+            nn.init.zeros_(self.net[-1].weight)
+            nn.init.zeros_(self.net[-1].bias)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class Student(nn.Module):
+    """Predicts every teacher's answer embedding from a question.
+
+    Args:
+        teacher_dims: {teacher name: embedding dimension}, in config order.
+        input_teacher: the teacher whose question embedding (or tokenizer) is the input.
+        input_mode: "teacher" (x: (B, d_input) float) or "tokens" (x: (B, L) token ids, pad_id padded).
+        lattice: the lattice config; input_dim/output_dim are filled in here.
+    """
+
+    def __init__(
+        self,
+        teacher_dims: dict[str, int],
+        input_teacher: str,
+        lattice: LatticeConfig,
+        input_mode: str = "teacher",
+        residual: bool = True,
+        head_hidden: int = 0,
+        vocab_size: int = 0,
+        token_dim: int = 128,
+        pad_id: int = 0,
+    ):
+        super().__init__()
+        self.teacher_dims = dict(teacher_dims)
+        self.input_teacher = input_teacher
+        self.input_mode = input_mode
+        self.residual = residual and input_mode == "teacher"
+        self.head_hidden = head_hidden
+        self.vocab_size = vocab_size
+        self.token_dim = token_dim
+        self.pad_id = pad_id
+        if input_mode == "tokens":
+            if vocab_size < 1:
+                raise ValueError("vocab_size: a token-input student needs the tokenizer's vocabulary size")
+            self.embed = nn.EmbeddingBag(vocab_size, token_dim, mode="mean", padding_idx=pad_id)
+            d_in = token_dim
+        else:
+            d_in = teacher_dims[input_teacher]
+        d_lat = lattice.output_dim or d_in
+        self.lattice_config = replace(lattice, input_dim=d_in, output_dim=d_lat)
+        self.lattice = Lattice3D(self.lattice_config)
+        self.heads = nn.ModuleDict(
+            {
+                name: Head(d_lat, d, head_hidden, zero_init=self.residual and name == input_teacher)
+                for name, d in teacher_dims.items()
+            }
+        )
+
+    def encode_input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_mode == "tokens":
+            return self.embed(x)
+        return x
+
+    def forward(self, x: torch.Tensor, steps: int | None = None) -> dict[str, torch.Tensor]:
+        """x: (B, d_input) or (B, L) token ids -> {teacher: (B, d_teacher)}."""
+        h = self.encode_input(x)
+        z = self.lattice(h, steps=steps)
+        out = {name: head(z) for name, head in self.heads.items()}
+        if self.residual:
+            out[self.input_teacher] = out[self.input_teacher] + x.to(out[self.input_teacher].dtype)
+        return out
+
+    def trace(self, x: torch.Tensor, trace_steps) -> dict[int, torch.Tensor]:
+        """Lattice states (B, D, H, W, C) at the chosen steps, for images and histograms."""
+        return self.lattice.run(self.encode_input(x), trace_steps=tuple(trace_steps)).trace
+
+    # -- export: loads with torch + safetensors + lattice, no training code ------------------------
+
+    def student_config(self) -> dict:
+        return {
+            "teacher_dims": self.teacher_dims,
+            "input_teacher": self.input_teacher,
+            "input_mode": self.input_mode,
+            "residual": self.residual,
+            "head_hidden": self.head_hidden,
+            "vocab_size": self.vocab_size,
+            "token_dim": self.token_dim,
+            "pad_id": self.pad_id,
+            "lattice": self.lattice_config.to_dict(),
+        }
+
+    def save_pretrained(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(path / "student.safetensors"))
+        (path / "student.json").write_text(json.dumps(self.student_config(), indent=2))
+
+    @classmethod
+    def from_config(cls, conf: dict) -> Student:
+        conf = dict(conf)
+        lattice = LatticeConfig(**conf.pop("lattice"))
+        return cls(lattice=lattice, **conf)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> Student:
+        path = Path(path)
+        model = cls.from_config(json.loads((path / "student.json").read_text()))
+        model.load_state_dict(load_file(str(path / "student.safetensors")))
+        return model.eval()

@@ -1,0 +1,163 @@
+"""Data loading in every format, bad-row reporting with locations, and the held-out split."""
+
+import json
+
+import datasets
+import pandas as pd
+import pytest
+
+from distill.config import DataSection
+from distill.data import DataError, load_pairs, normalise_question, split_indices
+
+ROWS = [
+    {"question": "What is AI?", "answer": "Machines that think.", "category": "ai"},
+    {"question": "what is  AI? ", "answer": "A field of study.", "category": "ai"},
+    {"question": "Capital of France?", "answer": "Paris", "category": "geo"},
+    {"question": "Boiling point of water?", "answer": "100 C at sea level", "category": "science"},
+]
+
+
+def write(tmp_path, fmt, rows=ROWS):
+    if fmt == "jsonl":
+        p = tmp_path / "d.jsonl"
+        p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif fmt == "json":
+        p = tmp_path / "d.json"
+        p.write_text(json.dumps(rows))
+    elif fmt == "csv":
+        p = tmp_path / "d.csv"
+        pd.DataFrame(rows).to_csv(p, index=False)
+    elif fmt == "parquet":
+        p = tmp_path / "d.parquet"
+        pd.DataFrame(rows).to_parquet(p)
+    else:
+        p = tmp_path / "ds"
+        datasets.Dataset.from_list(rows).save_to_disk(str(p))
+    return p
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "json", "csv", "parquet", "dataset"])
+def test_each_format_loads_the_same_pairs(tmp_path, fmt):
+    p = write(tmp_path, fmt)
+    pairs = load_pairs(DataSection(path=str(p)))
+    ds = pairs.dataset
+    assert ds["question"] == [r["question"].strip() for r in ROWS]
+    assert ds["answer"] == [r["answer"] for r in ROWS]
+    assert ds["category"] == [r["category"] for r in ROWS]
+    assert pairs.skipped == 0
+
+
+def test_custom_field_names_and_category_filter(tmp_path):
+    rows = [{"prompt": r["question"], "response": r["answer"], "topic": r["category"]} for r in ROWS]
+    p = write(tmp_path, "jsonl", rows)
+    ds = load_pairs(DataSection(path=str(p), question_field="prompt", answer_field="response",
+                                category_field="topic", categories=["ai"])).dataset
+    assert len(ds) == 2 and set(ds["category"]) == {"ai"}
+    with pytest.raises(DataError, match=r"d\.jsonl: no question/answer pairs after keeping only categories"):
+        load_pairs(DataSection(path=str(p), question_field="prompt", answer_field="response",
+                               category_field="topic", categories=["nope"]))
+
+
+def test_builtin_data_ships_with_notice():
+    ds = load_pairs(DataSection(path="builtin:chatterbot_english")).dataset
+    assert len(ds) > 1000
+    from distill.data import BUILTIN_DIR
+
+    notice = (BUILTIN_DIR / "NOTICE.md").read_text()
+    assert "BSD-3-Clause" in notice and "CC BY-SA 3.0" in notice and "Gunther Cox" in notice
+    with pytest.raises(DataError, match="unknown built-in data 'builtin:nope'"):
+        load_pairs(DataSection(path="builtin:nope"))
+
+
+def bad_jsonl(tmp_path):
+    p = tmp_path / "bad.jsonl"
+    lines = [
+        json.dumps(ROWS[0]),
+        "{not json",
+        json.dumps({"question": "Q?", "answer": "   "}),
+        json.dumps({"question": "Q2?"}),
+        json.dumps(ROWS[2]),
+    ]
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def test_bad_rows_stop_with_file_and_line(tmp_path):
+    p = bad_jsonl(tmp_path)
+    with pytest.raises(DataError, match=r"bad\.jsonl:2: not valid JSON"):
+        load_pairs(DataSection(path=str(p)))
+
+
+def test_bad_rows_skipped_with_count(tmp_path):
+    p = bad_jsonl(tmp_path)
+    pairs = load_pairs(DataSection(path=str(p), on_error="skip"))
+    assert pairs.skipped == 3
+    assert pairs.dataset["question"] == [ROWS[0]["question"], ROWS[2]["question"]]
+    assert pairs.dataset["row"] == [1, 5]
+
+
+@pytest.mark.parametrize(
+    "content, pattern",
+    [
+        (json.dumps({"question": "Q?", "answer": ""}) + "\n", r"d\.jsonl:1: field 'answer' is empty"),
+        ("\n" + json.dumps({"q": "Q?", "answer": "A"}) + "\n", r"d\.jsonl:2: missing field 'question'"),
+        (json.dumps({"question": 3, "answer": "A"}) + "\n", r"d\.jsonl:1: field 'question' must be text"),
+        (json.dumps([1, 2]) + "\n", r"d\.jsonl:1: a record must be an object"),
+    ],
+)
+def test_bad_row_messages(tmp_path, content, pattern):
+    p = tmp_path / "d.jsonl"
+    p.write_text(content)
+    with pytest.raises(DataError, match=pattern):
+        load_pairs(DataSection(path=str(p)))
+
+
+def test_invalid_utf8_names_the_line(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_bytes(json.dumps(ROWS[0]).encode() + b"\n" + b'{"question": "caf\xe9?", "answer": "x"}\n')
+    with pytest.raises(DataError, match=r"d\.jsonl:2: not valid UTF-8"):
+        load_pairs(DataSection(path=str(p)))
+
+
+def test_csv_bad_row_line_number(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text('question,answer\n"Q1?","A1"\n"Q2?",""\n')
+    with pytest.raises(DataError, match=r"d\.csv:3: field 'answer' is empty"):
+        load_pairs(DataSection(path=str(p)))
+
+
+def test_missing_file_and_unknown_suffix(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        load_pairs(DataSection(path=str(tmp_path / "nope.jsonl")))
+    p = tmp_path / "d.txt"
+    p.write_text("x")
+    with pytest.raises(DataError, match="cannot tell the format"):
+        load_pairs(DataSection(path=str(p)))
+
+
+def test_split_has_no_question_in_both_halves_and_is_stable():
+    ds = load_pairs(DataSection(path="builtin:chatterbot_english")).dataset
+    qs = list(ds["question"])
+    tr, he = split_indices(qs, 0.2, seed=0)
+    train_q = {normalise_question(qs[i]) for i in tr}
+    held_q = {normalise_question(qs[i]) for i in he}
+    assert not train_q & held_q
+    assert len(tr) + len(he) == len(qs) and len(set(tr) | set(he)) == len(qs)
+    n_distinct = len(train_q | held_q)
+    assert len(held_q) == round(0.2 * n_distinct)
+    # Same split on every run, and independent of row order.
+    tr2, he2 = split_indices(qs, 0.2, seed=0)
+    assert (tr == tr2).all() and (he == he2).all()
+    rev = qs[::-1]
+    _, he_rev = split_indices(rev, 0.2, seed=0)
+    assert {normalise_question(rev[i]) for i in he_rev} == held_q
+    # Another seed gives another split.
+    _, he3 = split_indices(qs, 0.2, seed=1)
+    assert {normalise_question(qs[i]) for i in he3} != held_q
+
+
+def test_duplicate_questions_stay_together():
+    qs = ["What is AI?", "what is  ai?", "B?", "C?", "D?"]
+    for seed in range(10):
+        tr, he = split_indices(qs, 0.4, seed)
+        assert ({0, 1} <= set(he.tolist())) or ({0, 1} <= set(tr.tolist()))

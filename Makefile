@@ -35,7 +35,7 @@ $(VENV)/.project: $(VENV)/.deepspeed pyproject.toml
 install: $(VENV)/.project
 
 train: install
-	$(VENV)/bin/distill train $(CONFIG)
+	$(VENV)/bin/distill train $(CONFIG) --resume
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import time
 from contextlib import nullcontext
@@ -34,6 +35,21 @@ from distill.targets import Targets, compute_targets
 
 logger = logging.getLogger(__name__)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: pre-empted after a clean checkpoint; requeue and --resume
+
+
+def fault_injection() -> dict:
+    """Test hooks, read from the environment (never set in normal use):
+
+    DISTILL_FAULT_RANK_EXIT="<rank>:<step>"  that rank dies (os._exit(13)) when it reaches the step;
+    DISTILL_FAULT_NAN_STEPS="3,4,5"          the loss of those steps is made NaN on every rank.
+    """
+    out: dict = {"exit": None, "nan_steps": set()}
+    if v := os.environ.get("DISTILL_FAULT_RANK_EXIT"):
+        r, s = v.split(":")
+        out["exit"] = (int(r), int(s))
+    if v := os.environ.get("DISTILL_FAULT_NAN_STEPS"):
+        out["nan_steps"] = {int(x) for x in v.split(",") if x.strip()}
+    return out
 
 
 class TrainingDiverged(RuntimeError):
@@ -345,9 +361,13 @@ def train(cfg: Config, resume: bool = False) -> int:
     t_last, n_last = time.perf_counter(), 0
     exit_status = 0
     results = None
+    faults = fault_injection()
     try:
         while loop["step"] < cfg.train.max_steps:
             step = loop["step"]
+            if faults["exit"] is not None and faults["exit"] == (rank, step):
+                logger.error("fault injection: rank %d exits at step %d", rank, step)
+                os._exit(13)
             idx = sampler.next_batch()  # this rank's slice of the global batch
             ramp = sampler.teacher_ramp(step)
             want_per_ex = cfg.curriculum.difficulty == "student_loss"
@@ -362,6 +382,8 @@ def train(cfg: Config, resume: bool = False) -> int:
                 tgt = {n: train_t.a[n][mb].to(device) for n in names}
                 with sync, accelerator.autocast():
                     out = model(x, tgt, ramp=ramp, per_example=want_per_ex)
+                    if step in faults["nan_steps"]:
+                        out.total = out.total * float("nan")
                     accelerator.backward(out.total / micro)
                 total += out.total.detach() / micro
                 for n in names:

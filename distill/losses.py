@@ -1,12 +1,30 @@
 """Distillation losses (per teacher) and their combination across teachers.
 
-Implementation: to be filled in (see LossConfig for the contract).
+Per teacher k the student's head gives pred_k (B, d_k), the target store gives target_k
+(B, d_k). ``LOSS_FNS`` maps a term name to ``fn(pred, target, ctx) -> Tensor``; the
+``MultiTeacherLoss`` module sums the configured terms per teacher and combines the teachers
+(fixed weights, learned uncertainty weights, or inverse running loss).
+
+How to add a loss term: write ``fn(pred (B, d), target (B, d), ctx: LossContext) -> Tensor`` that
+returns the per-example losses (B,) when ``ctx.reduction == "none"`` and their mean otherwise
+(``_reduce`` does it), add one line to ``LOSS_FNS`` and its name to ``LOSS_TERMS`` (the config
+validates against it; a test checks the two agree).
+
+Nothing here knows about processes: anything distributed is injected (``reduce_mean``).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+log = logging.getLogger(__name__)
 
 LOSS_TERMS = ("cosine", "mse", "smooth_l1", "infonce", "relational")
 WEIGHTINGS = ("fixed", "uncertainty", "inverse_loss")
@@ -40,3 +58,339 @@ class LossConfig:
             raise ValueError(f"weighting: {self.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema: must be in [0, 1), got {self.ema!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-teacher loss terms
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TargetStats:
+    """One teacher's target statistics over the training split.
+
+    mean: (d,); std: (d,) per dimension, or () one scalar for the whole space.
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    @classmethod
+    def from_moments(cls, total: Tensor, total_sq: Tensor, count: int | float | Tensor,
+                     per_dim: bool = False, eps: float = 1e-6) -> TargetStats:
+        """Statistics from summed moments, so a trainer can all-reduce (sum) them across ranks first.
+
+        total: (d,) = Σ_i x_i; total_sq: (d,) = Σ_i x_i²; count: N (summed over ranks).
+        The variance is the population one (divide by N). per_dim=False gives one scalar std, the
+        root of the mean per-dimension variance (see ``compute_target_stats``).
+        """
+        # float64: E[x²] − E[x]² cancels badly in float32 when |mean| >> std.
+        total = torch.as_tensor(total, dtype=torch.float64)
+        total_sq = torch.as_tensor(total_sq, dtype=torch.float64)
+        n = float(count)
+        if n <= 0:
+            raise ValueError(f"count: must be > 0, got {count!r}")
+        mean = total / n
+        var = (total_sq / n - mean * mean).clamp_min(0.0)
+        std = var.sqrt() if per_dim else var.mean().sqrt()
+        return cls(mean=mean.float(), std=std.clamp_min(eps).float())
+
+
+def compute_target_stats(targets: Tensor, per_dim: bool = False, eps: float = 1e-6) -> TargetStats:
+    """Mean (d,) and std of a teacher's training-split targets (N, d).
+
+    per_dim=False (default) gives one scalar std: standardising then removes the teacher's overall
+    scale (so a teacher with large norms does not dominate) but keeps the shape of its space, so
+    the standardised MSE stays proportional to the MSE in the teacher's own space — the space the
+    evaluation measures in. per_dim=True z-scores every dimension (it also equalises "rogue"
+    high-variance dimensions, and amplifies near-constant ones up to 1/eps).
+    """
+    x = torch.as_tensor(targets).detach().to(torch.float64)
+    if x.ndim != 2 or x.shape[0] == 0:
+        raise ValueError(f"targets: expected a non-empty (N, d) array, got shape {tuple(x.shape)}")
+    return TargetStats.from_moments(x.sum(0), (x * x).sum(0), x.shape[0], per_dim=per_dim, eps=eps)
+
+
+@dataclass
+class LossContext:
+    """What a loss term may use besides (pred, target): the teacher's stats and the loss config.
+
+    reduction="mean" asks for a scalar, "none" for the per-example losses (B,) whose mean is
+    that scalar (the curriculum ranks examples by them).
+    """
+
+    temperature: float = 0.05
+    standardize: bool = True
+    stats: TargetStats | None = None
+    reduction: Literal["mean", "none"] = "mean"
+
+
+def _reduce(per_example: Tensor, ctx: LossContext) -> Tensor:
+    return per_example.mean() if ctx.reduction == "mean" else per_example
+
+
+def _standardize(x: Tensor, ctx: LossContext) -> Tensor:
+    if not ctx.standardize or ctx.stats is None:
+        return x
+    return (x - ctx.stats.mean) / ctx.stats.std
+
+
+def cosine_loss(pred: Tensor, target: Tensor, ctx: LossContext) -> Tensor:
+    """mean_i (1 − cos(pred_i, target_i)); pred, target: (B, d). Scale-free, so never standardised."""
+    return _reduce(1.0 - F.cosine_similarity(pred, target, dim=-1, eps=1e-8), ctx)
+
+
+def mse_loss(pred: Tensor, target: Tensor, ctx: LossContext) -> Tensor:
+    """Mean squared error over (B, d) after mapping both sides by (x − mean_k) / std_k."""
+    p, t = _standardize(pred, ctx), _standardize(target, ctx)
+    return _reduce((p - t).pow(2).mean(-1), ctx)
+
+
+def smooth_l1_loss(pred: Tensor, target: Tensor, ctx: LossContext) -> Tensor:
+    """Smooth-L1 (Huber, beta = 1 in standardised units) over (B, d) on standardised pred and target."""
+    p, t = _standardize(pred, ctx), _standardize(target, ctx)
+    return _reduce(F.smooth_l1_loss(p, t, reduction="none", beta=1.0).mean(-1), ctx)
+
+
+def infonce_loss(pred: Tensor, target: Tensor, ctx: LossContext) -> Tensor:
+    """In-batch contrastive loss, one direction: each prediction must pick its own target.
+
+    logits (B, B) = normalize(pred) @ normalize(target).T / temperature; loss_i =
+    −log softmax(logits_i)[i]. One-directional (pred → targets) on purpose: it is the retrieval
+    the evaluation measures (a predicted answer embedding ranked against a bank of answers).
+    Negatives are the other examples of this rank's micro-batch (no gather across ranks);
+    with B = 1 there are none and the loss is 0.
+    """
+    logits = F.normalize(pred, dim=-1) @ F.normalize(target, dim=-1).T / ctx.temperature
+    labels = torch.arange(pred.shape[0], device=pred.device)
+    return _reduce(F.cross_entropy(logits, labels, reduction="none"), ctx)
+
+
+def relational_loss(pred: Tensor, target: Tensor, ctx: LossContext) -> Tensor:
+    """MSE between the in-batch cosine-similarity matrices (B, B) of pred and of target.
+
+    Off-diagonal entries only: the diagonal is 1 on both sides, and counting it would shrink the
+    loss by (B − 1)/B for no reason. loss_i = mean_{j≠i} (S_pred − S_target)²_ij; 0 when B = 1.
+    """
+    pn, tn = F.normalize(pred, dim=-1), F.normalize(target, dim=-1)
+    diff = (pn @ pn.T - tn @ tn.T).pow(2)
+    b = pred.shape[0]
+    off = diff * (1.0 - torch.eye(b, device=pred.device, dtype=diff.dtype))
+    return _reduce(off.sum(-1) / max(b - 1, 1), ctx)
+
+
+LossFn = Callable[[Tensor, Tensor, LossContext], Tensor]
+
+# Registry: config name -> term. To add a term: write fn(pred, target, ctx) honouring
+# ctx.reduction, add one line here, and add its name to LOSS_TERMS (a test checks they agree).
+LOSS_FNS: dict[str, LossFn] = {
+    "cosine": cosine_loss,
+    "mse": mse_loss,
+    "smooth_l1": smooth_l1_loss,
+    "infonce": infonce_loss,
+    "relational": relational_loss,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Combining teachers
+# ---------------------------------------------------------------------------------------------
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+@dataclass
+class LossOutput:
+    """total: scalar with grad. per_teacher / per_term: this rank's values (not reduced).
+
+    weights: the effective weight of each teacher this step (0 for an inactive one).
+    per_example: (B,) detached combined loss per example, when asked for.
+    """
+
+    total: Tensor
+    per_teacher: dict[str, float]
+    per_term: dict[str, float]
+    weights: dict[str, float]
+    per_example: Tensor | None = None
+
+
+class MultiTeacherLoss(nn.Module):
+    """The distillation loss over all teachers.
+
+    Per teacher k: L_k = Σ_term λ_term · term(pred_k, target_k), λ from cfg.terms (λ = 0 terms are
+    not computed). a_k = w_k · ramp_k, normalised to sum 1 over the active teachers (ramp_k > 0
+    and w_k > 0); inactive teachers are reported but add nothing. Then by cfg.weighting:
+
+    - fixed: total = Σ a_k L_k.
+    - uncertainty (Kendall et al. 2018, with s_k = log σ_k² and the factor 2 dropped):
+      total = Σ a_k (exp(−s_k) L_k + s_k), s_k learned (``log_vars``, init 0, so put this
+      module's parameters in the optimizer). At the optimum exp(s_k) = L_k. The total can be
+      negative. Effective weight a_k exp(−s_k).
+    - inverse_loss: total = Σ ŵ_k L_k, ŵ_k ∝ a_k / EMA_k(L) normalised to sum 1; the EMA (buffer
+      ``ema_loss``, in state_dict) is updated from the rank-averaged L_k before the weights are
+      taken — once per forward call in training mode, so once per micro-batch under gradient
+      accumulation — and starts at the first finite value seen. Each teacher then contributes
+      in proportion to w_k, whatever its loss scale. In eval mode it is read, not updated.
+
+    Distributed: ``reduce_mean`` (default identity; the trainer passes an all-reduce mean) is
+    applied, in training mode only, to every statistic that feeds the loss — the EMA inputs
+    of inverse_loss, and the L_k in the gradient of s_k for uncertainty — so all ranks keep
+    identical weights with no other communication. In training mode with those weightings every
+    rank must therefore call forward equally often (the training loop does anyway).
+    Losses are computed in float32 whatever the dtype of the heads.
+    """
+
+    def __init__(self, cfg: LossConfig, teacher_names: list[str], teacher_weights: dict[str, float],
+                 stats: dict[str, TargetStats] | None = None,
+                 reduce_mean: Callable[[Tensor], Tensor] | None = None):
+        super().__init__()
+        if not teacher_names:
+            raise ValueError("teacher_names: at least one teacher is needed")
+        if len(set(teacher_names)) != len(teacher_names):
+            raise ValueError(f"teacher_names: duplicates in {teacher_names!r}")
+        missing = [n for n in teacher_names if n not in teacher_weights]
+        if missing:
+            raise ValueError(f"teacher_weights: no weight for {', '.join(missing)}")
+        for n in teacher_names:
+            if not teacher_weights[n] >= 0:
+                raise ValueError(f"teacher_weights.{n}: must be >= 0, got {teacher_weights[n]!r}")
+        if not any(teacher_weights[n] > 0 for n in teacher_names):
+            raise ValueError("teacher_weights: at least one teacher needs a weight > 0")
+        self.cfg = cfg
+        self.teacher_names = list(teacher_names)
+        self.teacher_weights = {n: float(teacher_weights[n]) for n in teacher_names}
+        self.reduce_mean = reduce_mean or _identity
+        self.terms = {name: float(w) for name, w in cfg.terms.items() if w > 0}
+        if not self.terms:
+            raise ValueError("terms: every term has weight 0")
+        stats = stats or {}
+        unknown = [n for n in stats if n not in self.teacher_names]
+        if unknown:
+            raise ValueError(f"stats: not teachers: {', '.join(unknown)}")
+        if cfg.standardize and ({"mse", "smooth_l1"} & set(self.terms)):
+            for n in self.teacher_names:
+                if n not in stats:
+                    log.warning("loss: no target stats for teacher %r; its mse/smooth_l1 are not standardised", n)
+        # Teacher names may contain '.', which buffer names may not: index by position. The
+        # stats are non-persistent buffers so .to(device) moves them but checkpoints do not hold
+        # them (they are recomputed from the training split).
+        self._has_stats = []
+        for i, n in enumerate(self.teacher_names):
+            st = stats.get(n)
+            self._has_stats.append(st is not None)
+            if st is not None:
+                self.register_buffer(f"stats_mean_{i}", st.mean.detach().float().clone(), persistent=False)
+                self.register_buffer(f"stats_std_{i}", st.std.detach().float().clone(), persistent=False)
+        k = len(self.teacher_names)
+        if cfg.weighting == "uncertainty":
+            self.log_vars = nn.Parameter(torch.zeros(k))
+        elif cfg.weighting == "inverse_loss":
+            self.register_buffer("ema_loss", torch.zeros(k))
+            self.register_buffer("ema_initialized", torch.zeros(k, dtype=torch.bool))
+
+    def _stats(self, i: int) -> TargetStats | None:
+        if not self._has_stats[i]:
+            return None
+        return TargetStats(getattr(self, f"stats_mean_{i}"), getattr(self, f"stats_std_{i}"))
+
+    def _teacher_loss(self, i: int, pred: Tensor, target: Tensor, per_example: bool) -> tuple[Tensor, dict, Tensor | None]:
+        """L_k (scalar), its terms {term: scalar}, and the per-example L_k (B,) if asked."""
+        ctx = LossContext(temperature=self.cfg.temperature, standardize=self.cfg.standardize,
+                          stats=self._stats(i), reduction="none")
+        terms, total, per_ex = {}, 0.0, None
+        for name, lam in self.terms.items():
+            # Per-example values, whose mean is the term: one computation serves both.
+            values = LOSS_FNS[name](pred, target, ctx)
+            terms[name] = values.mean()
+            total = total + lam * terms[name]
+            if per_example:
+                per_ex = lam * values.detach() if per_ex is None else per_ex + lam * values.detach()
+        return total, terms, per_ex
+
+    def forward(self, preds: dict[str, Tensor], targets: dict[str, Tensor],
+                ramp: dict[str, float] | None = None, per_example: bool = False) -> LossOutput:
+        """preds[k], targets[k]: (B, d_k) for every teacher k; ramp[k] multiplies w_k (missing: 1)."""
+        ramp = ramp or {}
+        for n in self.teacher_names:
+            if n not in preds or n not in targets:
+                raise ValueError(f"loss: teacher {n!r} is missing from the predictions or the targets")
+            if preds[n].shape != targets[n].shape or preds[n].ndim != 2:
+                raise ValueError(f"loss: teacher {n!r}: prediction {tuple(preds[n].shape)} and target "
+                                 f"{tuple(targets[n].shape)} must be the same (B, d) shape")
+        a = torch.tensor([self.teacher_weights[n] * max(float(ramp.get(n, 1.0)), 0.0) for n in self.teacher_names])
+        active = [i for i in range(len(a)) if a[i] > 0]
+        if active:
+            a = a / a.sum()
+
+        losses, per_term, per_ex = [], {}, []
+        for i, n in enumerate(self.teacher_names):
+            p, t = preds[n].float(), targets[n].float()
+            if i in active:
+                L, terms, pe = self._teacher_loss(i, p, t, per_example)
+            else:
+                # Reported, never backpropagated.
+                with torch.no_grad():
+                    L, terms, pe = self._teacher_loss(i, p, t, per_example)
+            losses.append(L)
+            per_ex.append(pe)
+            per_term.update({f"{n}/{term}": v.detach() for term, v in terms.items()})
+        L = torch.stack(losses)  # (K,)
+        a = a.to(L.device)
+
+        if self.cfg.weighting == "fixed":
+            w = a
+            contrib = w * L
+        elif self.cfg.weighting == "uncertainty":
+            s = self.log_vars
+            w = a * torch.exp(-s.detach())
+            if self.training:
+                # Value Σ a(exp(−s)L + s); gradient for the network exp(−s)·∂L_local (averaged
+                # by DDP like any other), gradient for s from the rank-averaged L̄, so every
+                # rank steps s identically although this module is not DDP-wrapped.
+                L_bar = self.reduce_mean(L.detach())
+                e = torch.exp(-s.detach())
+                contrib = a * (e * L + torch.exp(-s) * L_bar - e * L_bar + s)
+            else:
+                contrib = a * (torch.exp(-s) * L + s)
+        else:  # inverse_loss
+            if self.training:
+                L_bar = self.reduce_mean(L.detach())
+                # A non-finite loss must not poison the running average for the rest of the run.
+                ok = torch.isfinite(L_bar)
+                beta = self.cfg.ema
+                updated = torch.where(self.ema_initialized, beta * self.ema_loss + (1 - beta) * L_bar, L_bar)
+                self.ema_loss.copy_(torch.where(ok, updated, self.ema_loss))
+                self.ema_initialized |= ok
+            # Before any update (evaluation from scratch) the configured weights are used.
+            inv = torch.where(self.ema_initialized, 1.0 / self.ema_loss.clamp_min(1e-8),
+                              torch.ones_like(self.ema_loss))
+            w = a * inv
+            if active:
+                w = w / w.sum()
+            contrib = w * L
+
+        if active:
+            # Only active teachers enter the sum: an inactive teacher's NaN times 0 would be NaN.
+            total = sum(contrib[i] for i in active)
+        else:
+            # Every teacher is ramped out: a zero that still has a graph, so backward() works.
+            total = sum(preds[n].sum() * 0.0 for n in self.teacher_names)
+            if self.cfg.weighting == "uncertainty":
+                # Inside DDP every parameter must take part in the graph.
+                total = total + self.log_vars.sum() * 0.0
+
+        out_pe = None
+        if per_example:
+            out_pe = sum(w[i].detach() * per_ex[i] for i in active) if active else torch.zeros_like(per_ex[0])
+        # One device→host transfer for all logged numbers.
+        k = len(self.teacher_names)
+        flat = torch.cat([L.detach(), w.detach(), torch.stack(list(per_term.values()))]).tolist()
+        return LossOutput(
+            total=total,
+            per_teacher=dict(zip(self.teacher_names, flat[:k])),
+            weights=dict(zip(self.teacher_names, flat[k:2 * k])),
+            per_term=dict(zip(per_term, flat[2 * k:])),
+            per_example=out_pe,
+        )

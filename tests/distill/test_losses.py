@@ -1,0 +1,287 @@
+"""distill.losses: every term against numbers worked out by hand, and the teacher weightings."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from distill.losses import (
+    LOSS_FNS,
+    LOSS_TERMS,
+    LossConfig,
+    LossContext,
+    MultiTeacherLoss,
+    TargetStats,
+    compute_target_stats,
+)
+
+
+def t(x) -> torch.Tensor:
+    return torch.tensor(x, dtype=torch.float32)
+
+
+def test_registry_matches_config_names():
+    assert tuple(LOSS_FNS) == LOSS_TERMS
+
+
+# --- terms ---------------------------------------------------------------------------------------
+
+
+def test_cosine_term():
+    pred, target = t([[3, 4], [1, 0]]), t([[4, 3], [0, 2]])
+    # cos = 24/25 and 0.
+    assert LOSS_FNS["cosine"](pred, target, LossContext()).item() == pytest.approx((0.04 + 1.0) / 2)
+    per = LOSS_FNS["cosine"](pred, target, LossContext(reduction="none"))
+    assert per.tolist() == pytest.approx([0.04, 1.0], abs=1e-6)
+
+
+def test_mse_standardised_scalar_and_per_dim_and_raw():
+    pred, target = t([[3, 4]]), t([[1, 0]])
+    raw = LOSS_FNS["mse"](pred, target, LossContext(standardize=True, stats=None))
+    assert raw.item() == pytest.approx((4 + 16) / 2)  # no stats: identity
+    scalar = TargetStats(mean=t([1, 2]), std=t(2.0))
+    # pred -> (2/2, 2/2) = (1, 1); target -> (0, -1); squared diffs 1, 4.
+    assert LOSS_FNS["mse"](pred, target, LossContext(stats=scalar)).item() == pytest.approx(2.5)
+    per_dim = TargetStats(mean=t([1, 2]), std=t([1, 2]))
+    # pred -> (2, 1); target -> (0, -1); squared diffs 4, 4.
+    assert LOSS_FNS["mse"](pred, target, LossContext(stats=per_dim)).item() == pytest.approx(4.0)
+    off = LOSS_FNS["mse"](pred, target, LossContext(standardize=False, stats=per_dim))
+    assert off.item() == pytest.approx(10.0)
+
+
+def test_smooth_l1_standardised():
+    stats = TargetStats(mean=t([0, 0]), std=t(2.0))
+    # standardised diffs 0.5 (quadratic: 0.5·0.25) and 2 (linear: 2 − 0.5).
+    v = LOSS_FNS["smooth_l1"](t([[2, 6]]), t([[1, 2]]), LossContext(stats=stats))
+    assert v.item() == pytest.approx((0.125 + 1.5) / 2)
+
+
+def test_infonce_term():
+    pred, target = t([[1, 0], [0, 1]]), t([[2, 0], [1, 1]])
+    tau = 0.5
+    r = 1 / math.sqrt(2)
+    # normalised targets (1, 0), (r, r); logits row 0 = (1, r)/tau, row 1 = (0, r)/tau.
+    ce0 = -1 / tau + math.log(math.exp(1 / tau) + math.exp(r / tau))
+    ce1 = -r / tau + math.log(math.exp(0) + math.exp(r / tau))
+    ctx = LossContext(temperature=tau)
+    assert LOSS_FNS["infonce"](pred, target, ctx).item() == pytest.approx((ce0 + ce1) / 2, rel=1e-5)
+    per = LOSS_FNS["infonce"](pred, target, LossContext(temperature=tau, reduction="none"))
+    assert per.tolist() == pytest.approx([ce0, ce1], rel=1e-5)
+    assert LOSS_FNS["infonce"](pred[:1], target[:1], ctx).item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_relational_term_off_diagonal():
+    pred = t([[1, 0], [0, 1], [1, 1]])
+    target = t([[1, 0], [3, 0], [0, 1]])
+    # pred cosines: (0,1)=0, (0,2)=r, (1,2)=r; target: (0,1)=1, (0,2)=0, (1,2)=0.
+    # squared differences: 1, 1/2, 1/2; row means over j≠i: (1+.5)/2, (1+.5)/2, (.5+.5)/2.
+    per = LOSS_FNS["relational"](pred, target, LossContext(reduction="none"))
+    assert per.tolist() == pytest.approx([0.75, 0.75, 0.5], abs=1e-6)
+    assert LOSS_FNS["relational"](pred, target, LossContext()).item() == pytest.approx(2 / 3, abs=1e-6)
+    assert LOSS_FNS["relational"](pred[:1], target[:1], LossContext()).item() == 0.0
+
+
+# --- stats ---------------------------------------------------------------------------------------
+
+
+def test_target_stats_and_moments():
+    x = t([[1, 2], [3, 6]])
+    s = compute_target_stats(x)
+    assert s.mean.tolist() == pytest.approx([2, 4])
+    assert s.std.item() == pytest.approx(math.sqrt((1 + 4) / 2))  # per-dim variances 1 and 4
+    s = compute_target_stats(x, per_dim=True)
+    assert s.std.tolist() == pytest.approx([1, 2])
+    # Two "ranks" holding one row each, moments summed as an all-reduce would.
+    m = TargetStats.from_moments(x[0] + x[1], x[0] ** 2 + x[1] ** 2, 2, per_dim=True)
+    assert m.mean.tolist() == pytest.approx([2, 4]) and m.std.tolist() == pytest.approx([1, 2])
+    # float64 moments: a large offset must not wipe out a small spread.
+    big = torch.tensor([[1e4 + 1.0], [1e4 - 1.0]], dtype=torch.float64)
+    assert compute_target_stats(big).std.item() == pytest.approx(1.0, rel=1e-6)
+
+
+def test_standardisation_equalises_a_scaled_teacher():
+    g = torch.Generator().manual_seed(0)
+    targets = torch.randn(64, 8, generator=g)
+    preds = targets + 0.3 * torch.randn(64, 8, generator=g)
+    cfg = LossConfig(terms={"mse": 1.0})
+    stats = {"small": compute_target_stats(targets), "big": compute_target_stats(100 * targets + 7)}
+    loss = MultiTeacherLoss(cfg, ["small", "big"], {"small": 1.0, "big": 1.0}, stats=stats)
+    out = loss({"small": preds, "big": 100 * preds + 7}, {"small": targets, "big": 100 * targets + 7})
+    assert out.per_teacher["big"] == pytest.approx(out.per_teacher["small"], rel=1e-4)
+    raw = MultiTeacherLoss(LossConfig(terms={"mse": 1.0}, standardize=False), ["small", "big"],
+                           {"small": 1.0, "big": 1.0})
+    out = raw({"small": preds, "big": 100 * preds + 7}, {"small": targets, "big": 100 * targets + 7})
+    assert out.per_teacher["big"] / out.per_teacher["small"] == pytest.approx(1e4, rel=1e-3)
+
+
+# --- combining teachers --------------------------------------------------------------------------
+
+
+def two_teachers():
+    preds = {"a": t([[3, 4], [1, 0]]), "b.x": t([[1, 0, 0], [0, 1, 0]])}
+    targets = {"a": t([[4, 3], [0, 2]]), "b.x": t([[1, 1, 0], [0, 1, 0]])}
+    # a: cosine (0.04 + 1)/2 = 0.52; mse ((1+1) + (1+4))/4 = 1.75.
+    # b.x: cosine (1 − r + 0)/2; mse (1 + 0)/6.
+    r = 1 / math.sqrt(2)
+    la = 0.52 + 2 * 1.75
+    lb = (1 - r) / 2 + 2 * (1 / 6)
+    return preds, targets, la, lb
+
+
+def test_fixed_weights_and_terms_combine_as_configured():
+    preds, targets, la, lb = two_teachers()
+    cfg = LossConfig(terms={"cosine": 1.0, "mse": 2.0}, standardize=False)
+    loss = MultiTeacherLoss(cfg, ["a", "b.x"], {"a": 3.0, "b.x": 1.0})
+    out = loss(preds, targets)
+    assert out.per_teacher == pytest.approx({"a": la, "b.x": lb}, rel=1e-5)
+    assert out.per_term["a/mse"] == pytest.approx(1.75) and out.per_term["a/cosine"] == pytest.approx(0.52)
+    assert out.weights == pytest.approx({"a": 0.75, "b.x": 0.25})
+    assert out.total.item() == pytest.approx(0.75 * la + 0.25 * lb, rel=1e-5)
+    # Half a ramp on b: weights 3 and 0.5, normalised.
+    out = loss(preds, targets, ramp={"b.x": 0.5})
+    assert out.weights == pytest.approx({"a": 3 / 3.5, "b.x": 0.5 / 3.5})
+
+
+def test_ramp_zero_removes_a_teacher():
+    preds, targets, la, lb = two_teachers()
+    preds = {k: v.clone().requires_grad_() for k, v in preds.items()}
+    targets = dict(targets, **{"b.x": torch.full((2, 3), float("nan"))})
+    loss = MultiTeacherLoss(LossConfig(terms={"cosine": 1.0, "mse": 2.0}, standardize=False),
+                            ["a", "b.x"], {"a": 1.0, "b.x": 1.0})
+    out = loss(preds, targets, ramp={"b.x": 0.0}, per_example=True)
+    assert out.weights == {"a": 1.0, "b.x": 0.0}
+    assert out.total.item() == pytest.approx(la, rel=1e-5)  # b's NaN does not leak in
+    out.total.backward()
+    assert preds["b.x"].grad is None and torch.isfinite(preds["a"].grad).all()
+    assert torch.isfinite(out.per_example).all()
+
+
+def test_per_example_averages_to_total():
+    g = torch.Generator().manual_seed(1)
+    preds = {"a": torch.randn(5, 4, generator=g), "b": torch.randn(5, 6, generator=g)}
+    targets = {"a": torch.randn(5, 4, generator=g), "b": torch.randn(5, 6, generator=g)}
+    cfg = LossConfig(terms={"cosine": 1.0, "infonce": 0.5, "relational": 2.0, "smooth_l1": 1.0}, temperature=0.1)
+    loss = MultiTeacherLoss(cfg, ["a", "b"], {"a": 1.0, "b": 3.0})
+    out = loss(preds, targets, per_example=True)
+    assert out.per_example.shape == (5,) and not out.per_example.requires_grad
+    assert out.per_example.mean().item() == pytest.approx(out.total.item(), rel=1e-5)
+    # Hand check on cosine alone: per example = Σ_k w_k (1 − cos_k,i).
+    loss = MultiTeacherLoss(LossConfig(terms={"cosine": 1.0}), ["a", "b"], {"a": 1.0, "b": 3.0})
+    out = loss(preds, targets, per_example=True)
+    exp = sum(w * (1 - np.array([np.dot(p, q) / np.linalg.norm(p) / np.linalg.norm(q)
+                                 for p, q in zip(preds[k].numpy(), targets[k].numpy())]))
+              for k, w in (("a", 0.25), ("b", 0.75)))
+    assert out.per_example.numpy() == pytest.approx(exp, rel=1e-5)
+
+
+def test_uncertainty_weights_get_gradients():
+    preds, targets, la, lb = two_teachers()
+    cfg = LossConfig(terms={"cosine": 1.0, "mse": 2.0}, standardize=False, weighting="uncertainty")
+    loss = MultiTeacherLoss(cfg, ["a", "b.x"], {"a": 1.0, "b.x": 1.0})
+    assert [p for p in loss.parameters()] == [loss.log_vars]
+    with torch.no_grad():
+        loss.log_vars.copy_(t([0.5, -0.2]))
+    out = loss(preds, targets)
+    s = [0.5, -0.2]
+    exp = 0.5 * (math.exp(-s[0]) * la + s[0]) + 0.5 * (math.exp(-s[1]) * lb + s[1])
+    assert out.total.item() == pytest.approx(exp, rel=1e-5)
+    assert out.weights == pytest.approx({"a": 0.5 * math.exp(-0.5), "b.x": 0.5 * math.exp(0.2)})
+    out.total.backward()
+    # d/ds_k a_k (e^{−s} L + s) = a_k (1 − e^{−s} L).
+    grad = [0.5 * (1 - math.exp(-s[0]) * la), 0.5 * (1 - math.exp(-s[1]) * lb)]
+    assert loss.log_vars.grad.tolist() == pytest.approx(grad, rel=1e-5)
+
+
+def test_uncertainty_gradient_of_s_uses_the_reduced_loss():
+    preds, targets, la, lb = two_teachers()
+    preds = {k: v.clone().requires_grad_() for k, v in preds.items()}
+    calls = []
+
+    def fake_reduce(x):  # as if the other rank had three times this rank's loss: mean = 2 L
+        calls.append(x.clone())
+        return 2 * x
+
+    cfg = LossConfig(terms={"cosine": 1.0, "mse": 2.0}, standardize=False, weighting="uncertainty")
+    loss = MultiTeacherLoss(cfg, ["a", "b.x"], {"a": 1.0, "b.x": 1.0}, reduce_mean=fake_reduce)
+    out = loss(preds, targets)
+    assert len(calls) == 1 and not calls[0].requires_grad
+    assert calls[0].tolist() == pytest.approx([la, lb], rel=1e-5)
+    assert out.total.item() == pytest.approx(0.5 * la + 0.5 * lb, rel=1e-5)  # the value is local
+    out.total.backward()
+    assert loss.log_vars.grad.tolist() == pytest.approx([0.5 * (1 - 2 * la), 0.5 * (1 - 2 * lb)], rel=1e-5)
+    # The network's gradient is the plain local one: a_k ∂L_k (s = 0).
+    ref = {k: v.detach().clone().requires_grad_() for k, v in preds.items()}
+    fixed = MultiTeacherLoss(LossConfig(terms={"cosine": 1.0, "mse": 2.0}, standardize=False),
+                             ["a", "b.x"], {"a": 1.0, "b.x": 1.0})
+    fixed(ref, targets).total.backward()
+    for k in preds:
+        assert torch.allclose(preds[k].grad, ref[k].grad, atol=1e-6)
+
+
+def test_inverse_loss_down_weights_the_larger_running_loss_and_round_trips():
+    preds, targets, la, lb = two_teachers()
+    assert la > lb
+    calls = []
+
+    def recording_reduce(x):
+        calls.append(x.clone())
+        return 3 * x  # visible in the EMA: the reduced value is what gets averaged
+
+    cfg = LossConfig(terms={"cosine": 1.0, "mse": 2.0}, standardize=False, weighting="inverse_loss", ema=0.75)
+    loss = MultiTeacherLoss(cfg, ["a", "b.x"], {"a": 1.0, "b.x": 1.0}, reduce_mean=recording_reduce)
+    out = loss(preds, targets)
+    assert len(calls) == 1 and not calls[0].requires_grad
+    assert calls[0].tolist() == pytest.approx([la, lb], rel=1e-5)
+    assert loss.ema_loss.tolist() == pytest.approx([3 * la, 3 * lb], rel=1e-5)  # first value seen
+    wa = (1 / la) / (1 / la + 1 / lb)
+    assert out.weights["a"] == pytest.approx(wa, rel=1e-5) and out.weights["a"] < out.weights["b.x"]
+    assert out.total.item() == pytest.approx(wa * la + (1 - wa) * lb, rel=1e-5)
+
+    # Second step: b's predictions made worse by a known amount -> EMA = 0.75 old + 0.25 new.
+    preds2 = dict(preds, **{"b.x": t([[0, 0, 1], [0, 1, 0]])})  # b: cosine (1 + 0)/2, mse 3/6
+    lb2 = 0.5 + 2 * ((1 + 1 + 1) / 6)
+    loss(preds2, targets)
+    ema = [3 * la, 0.75 * 3 * lb + 0.25 * 3 * lb2]
+    assert loss.ema_loss.tolist() == pytest.approx(ema, rel=1e-5)
+
+    state = loss.state_dict()
+    assert set(state) == {"ema_loss", "ema_initialized"}
+    fresh = MultiTeacherLoss(cfg, ["a", "b.x"], {"a": 1.0, "b.x": 1.0})
+    fresh.load_state_dict(state)
+    fresh.eval()  # eval: use the EMA, do not update it
+    w = fresh(preds, targets).weights
+    assert w["a"] == pytest.approx((1 / ema[0]) / (1 / ema[0] + 1 / ema[1]), rel=1e-5)
+    assert fresh.ema_loss.tolist() == pytest.approx(ema, rel=1e-5)
+
+
+def test_inverse_loss_ignores_non_finite_losses():
+    preds, targets, la, lb = two_teachers()
+    cfg = LossConfig(terms={"cosine": 1.0}, weighting="inverse_loss")
+    loss = MultiTeacherLoss(cfg, ["a", "b.x"], {"a": 1.0, "b.x": 1.0})
+    loss(preds, targets)
+    before = loss.ema_loss.clone()
+    loss(preds, dict(targets, a=torch.full((2, 2), float("nan"))))
+    assert loss.ema_loss[0] == before[0] and torch.isfinite(loss.ema_loss).all()
+
+
+def test_constructor_validation():
+    with pytest.raises(ValueError, match="teacher_weights: no weight for b"):
+        MultiTeacherLoss(LossConfig(), ["a", "b"], {"a": 1.0})
+    with pytest.raises(ValueError, match="weight > 0"):
+        MultiTeacherLoss(LossConfig(), ["a"], {"a": 0.0})
+    loss = MultiTeacherLoss(LossConfig(), ["a"], {"a": 1.0})
+    with pytest.raises(ValueError, match="teacher 'a'"):
+        loss({"a": torch.zeros(2, 3)}, {"a": torch.zeros(2, 4)})
+
+
+def test_all_teachers_ramped_out_still_backpropagates():
+    preds, targets, _, _ = two_teachers()
+    preds = {k: v.clone().requires_grad_() for k, v in preds.items()}
+    loss = MultiTeacherLoss(LossConfig(weighting="uncertainty"), ["a", "b.x"], {"a": 1.0, "b.x": 1.0})
+    out = loss(preds, targets, ramp={"a": 0.0, "b.x": 0.0})
+    assert out.total.item() == 0.0 and out.weights == {"a": 0.0, "b.x": 0.0}
+    out.total.backward()
+    assert loss.log_vars.grad.tolist() == [0.0, 0.0]  # takes part in the graph (DDP needs it)

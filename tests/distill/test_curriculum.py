@@ -1,0 +1,255 @@
+"""distill.curriculum: pacing and difficulty against hand-worked numbers, and the sampler's guarantees."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import typing
+
+import numpy as np
+import pytest
+
+from distill.curriculum import (
+    DIFFICULTIES,
+    DIFFICULTY_FNS,
+    PACING_FNS,
+    PACINGS,
+    CurriculumConfig,
+    CurriculumSampler,
+    compute_difficulty,
+    teacher_ramp,
+)
+
+
+def test_registries_match_config_names():
+    hints = typing.get_type_hints(CurriculumConfig)
+    assert set(DIFFICULTY_FNS) == set(DIFFICULTIES) == set(typing.get_args(hints["difficulty"]))
+    assert set(PACING_FNS) == set(PACINGS) == set(typing.get_args(hints["pacing"]))
+
+
+# --- pacing: c0 = 0.3, total 100 steps, ramp_fraction 0.5 -> T_ramp = 50 ----------------------------
+
+PACING_CASES = {
+    "linear": {0: 0.3, 10: 0.3 + 0.7 * 0.2, 25: 0.65, 49: 0.3 + 0.7 * 49 / 50, 50: 1.0, 99: 1.0},
+    "root": {0: 0.3, 10: math.sqrt(0.2 * 0.91 + 0.09), 25: math.sqrt(0.545), 50: 1.0, 80: 1.0},
+    "geometric": {0: 0.3, 10: 0.3 ** 0.8, 25: 0.3 ** 0.5, 50: 1.0, 70: 1.0},
+    # 4 stages of 12.5 steps: 0.3, 0.475, 0.65, 0.825, then 1.
+    "step": {0: 0.3, 12: 0.3, 13: 0.475, 25: 0.65, 37: 0.65, 38: 0.825, 49: 0.825, 50: 1.0, 99: 1.0},
+    "none": {0: 1.0, 30: 1.0, 99: 1.0},
+}
+
+
+@pytest.mark.parametrize("pacing", sorted(PACING_CASES))
+def test_pacing_values(pacing):
+    cfg = CurriculumConfig(pacing=pacing, start_fraction=0.3, ramp_fraction=0.5, num_stages=4)
+    for step, expected in PACING_CASES[pacing].items():
+        assert PACING_FNS[pacing](step, 100, cfg) == pytest.approx(expected, abs=1e-12), step
+
+
+def test_pacing_is_exact_at_stage_and_ramp_boundaries():
+    # T_ramp = 0.28 · 100 = 28 (28.000000000000004 in floating point): stage 1 at 14, 1 at 28.
+    cfg = CurriculumConfig(pacing="step", start_fraction=0.5, ramp_fraction=0.28, num_stages=2)
+    assert [PACING_FNS["step"](s, 100, cfg) for s in (13, 14, 27, 28)] == [0.5, 0.75, 0.75, 1.0]
+    for name in ("linear", "root", "geometric"):
+        assert PACING_FNS[name](28, 100, CurriculumConfig(pacing=name, ramp_fraction=0.28)) == 1.0
+    # T_ramp = 0.49 · 20 = 9.8, 7 stages of 1.4 steps: t = 7 starts stage 5 exactly, although
+    # (7 / 9.8) · 7 is 4.999999999999999 in floating point.
+    cfg = CurriculumConfig(pacing="step", start_fraction=0.3, ramp_fraction=0.49, num_stages=7)
+    assert [PACING_FNS["step"](t, 20, cfg) for t in (0, 1, 2, 6, 7, 9, 10)] == pytest.approx(
+        [0.3, 0.3, 0.4, 0.7, 0.8, 0.9, 1.0], abs=1e-12)
+
+
+def test_step_pacing_with_one_stage():
+    cfg = CurriculumConfig(pacing="step", start_fraction=0.2, ramp_fraction=1.0, num_stages=1)
+    assert [PACING_FNS["step"](s, 10, cfg) for s in (0, 9, 10)] == [0.2, 0.2, 1.0]
+
+
+# --- difficulty ------------------------------------------------------------------------------------
+
+
+def unit(c: float, scale: float = 1.0) -> list[float]:
+    """A 2-vector at cosine c from (1, 0)."""
+    return [scale * c, scale * math.sqrt(1 - c * c)]
+
+
+def test_qa_distance():
+    q = {"a": np.array([[1, 0], [1, 0]], np.float32), "b": np.array([[1, 0, 0], [0, 1, 0]], np.float16)}
+    a = {"a": np.array([[0, 1], [5, 5]], np.float32), "b": np.array([[2, 0, 0], [0, -1, 0]], np.float16)}
+    # a: cos 0 and 1/√2; b: cos 1 and −1.
+    d = compute_difficulty("qa_distance", q_targets=q, a_targets=a)
+    assert d == pytest.approx([(1 + 0) / 2, ((1 - 1 / math.sqrt(2)) + 2) / 2])
+
+
+def test_teacher_disagreement_compares_ranks():
+    # Teacher a's cosines 0.1, 0.2, 0.3 -> ranks 0, .5, 1; teacher b's 0.9, 0.5, 0.7 -> 1, 0, .5.
+    # Different scales and dimensions must not matter.
+    q = {"a": np.array([[1, 0]] * 3), "b": np.array([[7, 0, 0]] * 3)}
+    a = {"a": np.array([unit(0.1), unit(0.2), unit(0.3)]),
+         "b": np.array([unit(0.9, 3) + [0], unit(0.5, 0.1) + [0], unit(0.7) + [0]])}
+    d = compute_difficulty("teacher_disagreement", q_targets=q, a_targets=a)
+    assert d == pytest.approx([0.5, 0.25, 0.25])  # population std of (0, 1), (.5, 0), (1, .5)
+    # Ties share the average rank: a = 0.1, 0.1, 0.3 -> 0.25, 0.25, 1 against b's 1, 0, .5.
+    a["a"] = np.array([unit(0.1), unit(0.1), unit(0.3)])
+    d = compute_difficulty("teacher_disagreement", q_targets=q, a_targets=a)
+    assert d == pytest.approx([0.375, 0.125, 0.25])
+
+
+def test_teacher_disagreement_with_one_teacher_falls_back(caplog):
+    q, a = {"a": np.array([[1.0, 0.0], [1.0, 0.0]])}, {"a": np.array([[0.0, 1.0], [1.0, 0.0]])}
+    with caplog.at_level(logging.WARNING, logger="distill.curriculum"):
+        d = compute_difficulty("teacher_disagreement", q_targets=q, a_targets=a)
+    assert d == pytest.approx([1.0, 0.0]) and "qa_distance" in caplog.text
+
+
+def test_length_none_and_student_loss_scores():
+    qs, ans = ["ab", "c", ""], ["xyz", "", "0123456"]
+    assert compute_difficulty("length", questions=qs, answers=ans).tolist() == [5, 1, 7]
+    assert compute_difficulty("none", questions=qs, answers=ans).tolist() == [0, 0, 0]
+    assert compute_difficulty("student_loss", questions=qs, answers=ans).tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="not one of"):
+        compute_difficulty("hardness", questions=qs, answers=ans)
+    with pytest.raises(ValueError, match="number of examples"):
+        compute_difficulty("length", questions=qs, answers=ans[:2])
+
+
+# --- sampler ---------------------------------------------------------------------------------------
+
+
+def shuffled_difficulty(n: int = 50) -> np.ndarray:
+    return np.random.default_rng(7).permutation(n).astype(float)  # distinct values 0..n-1
+
+
+def test_sampler_draws_only_from_the_easiest_fraction():
+    diff = shuffled_difficulty(50)
+    cfg = CurriculumConfig(pacing="linear", start_fraction=0.2, ramp_fraction=0.5)
+    s = CurriculumSampler(diff, cfg, total_steps=20, global_batch_size=4, seed=3)
+    thresholds = []
+    for step in range(20):
+        batch = s.next_batch()
+        c = min(1.0, 0.2 + 0.8 * step / 10)
+        assert s.competence == pytest.approx(c)
+        # Difficulty values are 0..49, so the pool of the n easiest has threshold n − 1.
+        n = math.ceil(round(c * 50, 9))
+        assert s.threshold == n - 1 and s.pool_size == n
+        assert (diff[batch] <= s.threshold).all()
+        assert len(set(batch.tolist())) == 4  # no repeats within a batch
+        thresholds.append(s.threshold)
+    assert thresholds[0] == 9 and thresholds[-1] == 49
+    assert all(x <= y for x, y in zip(thresholds, thresholds[1:]))
+
+
+def test_the_pool_grows_to_the_whole_set():
+    diff = shuffled_difficulty(20)
+    cfg = CurriculumConfig(pacing="step", start_fraction=0.25, ramp_fraction=0.5, num_stages=2)
+    s = CurriculumSampler(diff, cfg, total_steps=400, global_batch_size=5, seed=0)
+    seen_early = {i for _ in range(100) for i in s.next_batch().tolist()}  # c = 0.25: the 5 easiest
+    assert seen_early == set(np.flatnonzero(diff < 5).tolist())
+    seen_mid = {i for _ in range(100) for i in s.next_batch().tolist()}  # c = 0.625: 13 easiest
+    assert seen_mid == set(np.flatnonzero(diff < 13).tolist())
+    seen_late = {i for _ in range(200) for i in s.next_batch().tolist()}
+    assert seen_late == set(range(20))
+
+
+def test_small_pool_repeats_as_little_as_possible():
+    cfg = CurriculumConfig(pacing="linear", start_fraction=0.3, ramp_fraction=1.0)
+    s = CurriculumSampler(np.arange(10.0), cfg, total_steps=1000, global_batch_size=8, seed=1)
+    batch = s.next_batch()  # pool: 3 easiest (0, 1, 2), 8 draws -> each 2 or 3 times
+    counts = np.bincount(batch, minlength=10)
+    assert counts[3:].sum() == 0 and sorted(counts[:3].tolist()) == [2, 3, 3]
+
+
+def test_ranks_take_disjoint_slices_of_the_same_global_batch():
+    diff = shuffled_difficulty(40)
+    cfg = CurriculumConfig(pacing="root", start_fraction=0.3, ramp_fraction=0.5)
+    one = CurriculumSampler(diff, cfg, total_steps=30, global_batch_size=6, seed=11)
+    r0, r1 = (CurriculumSampler(diff, cfg, total_steps=30, global_batch_size=6, seed=11, rank=r, world_size=2)
+              for r in (0, 1))
+    for _ in range(30):
+        g, a, b = one.next_batch(), r0.next_batch(), r1.next_batch()
+        assert len(a) == len(b) == 3 and not set(a.tolist()) & set(b.tolist())
+        assert np.array_equal(np.concatenate([a, b]), g)
+    # Different steps draw different batches (the RNG is seeded by the step).
+    assert not np.array_equal(one.global_batch(0), one.global_batch(1))
+    with pytest.raises(ValueError, match="not divisible"):
+        CurriculumSampler(diff, cfg, total_steps=30, global_batch_size=5, seed=11, rank=0, world_size=2)
+
+
+def test_ties_are_broken_by_the_seed_not_by_row_order():
+    cfg = CurriculumConfig(difficulty="none", pacing="step", start_fraction=0.1, ramp_fraction=1.0, num_stages=1)
+    pools = []
+    for seed in (0, 0, 1):
+        s = CurriculumSampler(np.zeros(100), cfg, total_steps=10**6, global_batch_size=10, seed=seed)
+        pools.append(frozenset(i for _ in range(50) for i in s.next_batch().tolist()))
+    assert pools[0] == pools[1] and len(pools[0]) == 10
+    assert pools[0] != pools[2] and pools[0] != frozenset(range(10))
+
+
+def test_state_dict_resumes_the_same_sequence():
+    diff = shuffled_difficulty(30)
+    cfg = CurriculumConfig(pacing="geometric", start_fraction=0.2, ramp_fraction=0.5)
+    a = CurriculumSampler(diff, cfg, total_steps=20, global_batch_size=4, seed=5)
+    for _ in range(7):
+        a.next_batch()
+    state = a.state_dict()
+    rest = [a.next_batch() for _ in range(10)]
+    b = CurriculumSampler(diff, cfg, total_steps=20, global_batch_size=4, seed=5)
+    b.load_state_dict(json.loads(json.dumps(state)))
+    assert b.competence == a.competence_at(6)
+    assert all(np.array_equal(x, b.next_batch()) for x in rest)
+
+
+def student_loss_sampler(**kw):
+    # c stays 0.5 for the whole test: one stage that lasts a million steps.
+    cfg = CurriculumConfig(difficulty="student_loss", pacing="step", start_fraction=0.5, ramp_fraction=1.0,
+                           num_stages=1)
+    return CurriculumSampler(np.zeros(10), cfg, total_steps=10**6, global_batch_size=5, seed=2, **kw)
+
+
+def test_student_loss_moves_hard_examples_out_of_the_pool():
+    s = student_loss_sampler()
+    s.update_losses(np.arange(5), np.full(5, 5.0))  # 0..4 hard, 5..9 unseen (= easiest)
+    assert sorted(s.next_batch().tolist()) == [5, 6, 7, 8, 9]
+    s.update_losses([5, 6, 7, 8, 9], [1.0, 1.0, 1.0, 1.0, float("nan")])  # NaN ignored: 9 stays 0
+    assert sorted(s.next_batch().tolist()) == [5, 6, 7, 8, 9] and s.threshold == 1.0
+    s.update_losses([5, 6, 7, 8, 9], [9.0] * 5)
+    assert sorted(s.next_batch().tolist()) == [0, 1, 2, 3, 4] and s.threshold == 5.0
+    fixed = CurriculumSampler(np.zeros(10), CurriculumConfig(difficulty="qa_distance"), 10, 5, seed=0)
+    with pytest.raises(ValueError, match="student_loss"):
+        fixed.update_losses([0], [1.0])
+
+
+def test_student_loss_resort_every_and_resume():
+    s = student_loss_sampler(resort_every=3)
+    s.update_losses(np.arange(5), np.full(5, 5.0))
+    assert sorted(s.next_batch().tolist()) == [5, 6, 7, 8, 9]  # step 0: the first update re-sorts
+    s.update_losses(np.arange(5, 10), np.full(5, 9.0))
+    assert sorted(s.next_batch().tolist()) == [5, 6, 7, 8, 9]  # steps 1, 2: too soon, the order stands
+    s.next_batch()
+    state = s.state_dict()
+    rest = []
+    for step in range(3, 12):
+        rest.append(s.next_batch())
+        s.update_losses(rest[-1], (rest[-1] * 7 + step) % 11)
+    assert sorted(rest[0].tolist()) == [0, 1, 2, 3, 4]  # step 3: re-sorted, 5..9 now hard
+
+    t = student_loss_sampler(resort_every=3)
+    t.load_state_dict(json.loads(json.dumps(state)))  # the trainer keeps it in a JSON file
+    for step, expected in zip(range(3, 12), rest):
+        got = t.next_batch()
+        assert np.array_equal(got, expected), step
+        t.update_losses(got, (got * 7 + step) % 11)
+    with pytest.raises(ValueError, match="examples"):
+        CurriculumSampler(np.zeros(11), t.cfg, 10, 5, seed=2).load_state_dict(state)
+
+
+def test_teacher_ramp():
+    cfg = CurriculumConfig(teacher_ramp={"b": [10, 20], "c": [5, 0]})
+    names = ["a", "b", "c"]
+    assert teacher_ramp(cfg, 0, names) == {"a": 1.0, "b": 0.0, "c": 0.0}
+    assert teacher_ramp(cfg, 5, names) == {"a": 1.0, "b": 0.0, "c": 1.0}
+    assert teacher_ramp(cfg, 10, names)["b"] == 0.0
+    assert teacher_ramp(cfg, 15, names)["b"] == 0.25
+    assert teacher_ramp(cfg, 30, names)["b"] == 1.0 and teacher_ramp(cfg, 1000, names)["b"] == 1.0
+    s = CurriculumSampler(np.zeros(4), cfg, total_steps=100, global_batch_size=2, seed=0)
+    assert s.teacher_ramp(25, names) == {"a": 1.0, "b": 0.75, "c": 1.0}

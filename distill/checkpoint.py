@@ -181,7 +181,7 @@ def check_compatible(meta: dict, expected: dict, ck: Path) -> None:
     for k in sorted(set(old_l) | set(new_l)):
         if old_l.get(k) != new_l.get(k):
             diffs.append(f"student.lattice.{k}: checkpoint {old_l.get(k)!r}, config {new_l.get(k)!r}")
-    for k in ("input_teacher", "input_mode", "residual", "head_hidden"):
+    for k in ("input_teacher", "input_mode", "residual", "skip", "head_hidden"):
         if meta.get(k) != expected.get(k):
             diffs.append(f"student.{k}: checkpoint {meta.get(k)!r}, config {expected.get(k)!r}")
     if diffs:

@@ -95,6 +95,8 @@ class StudentSection:
     # Add the input back to the prediction in the input teacher's space, so an untrained
     # student starts at the identity baseline.
     residual: bool = True
+    # Give each head a linear path from the input too (a skip around the lattice).
+    skip: bool = True
     # Hidden width of each teacher's head (0 = a single linear layer).
     head_hidden: int = 0
     lattice: LatticeConfig = field(default_factory=LatticeConfig)

@@ -2,6 +2,10 @@
 
     question embedding (B, d_in)  ──adapter──▶  Lattice3D  ──▶  z (B, d_lat)  ──head_k──▶  (B, d_k)
 
+With ``skip: true`` each head also gets a linear map of the input itself (``skip_k(x)``), so every
+teacher space has at least a linear (ridge-like) path from the question and the lattice learns
+the non-linear rest.
+
 The input is a teacher's question embedding (``input: teacher``) or the mean of the student's
 own token embeddings over the input teacher's tokenizer (``input: tokens``, a standalone
 student that needs no teacher at inference). With ``residual: true`` the question embedding is
@@ -56,6 +60,7 @@ class Student(nn.Module):
         lattice: LatticeConfig,
         input_mode: str = "teacher",
         residual: bool = True,
+        skip: bool = False,
         head_hidden: int = 0,
         vocab_size: int = 0,
         token_dim: int = 128,
@@ -66,6 +71,7 @@ class Student(nn.Module):
         self.input_teacher = input_teacher
         self.input_mode = input_mode
         self.residual = residual and input_mode == "teacher"
+        self.skip = skip
         self.head_hidden = head_hidden
         self.vocab_size = vocab_size
         self.token_dim = token_dim
@@ -86,6 +92,9 @@ class Student(nn.Module):
                 for name, d in teacher_dims.items()
             }
         )
+        if skip:
+            # Zero-initialised so the untrained residual student is exactly the identity baseline.
+            self.skips = nn.ModuleDict({name: Head(d_in, d, 0, zero_init=True) for name, d in teacher_dims.items()})
 
     def encode_input(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_mode == "tokens":
@@ -97,6 +106,8 @@ class Student(nn.Module):
         h = self.encode_input(x)
         z = self.lattice(h, steps=steps)
         out = {name: head(z) for name, head in self.heads.items()}
+        if self.skip:
+            out = {name: y + self.skips[name](h) for name, y in out.items()}
         if self.residual:
             out[self.input_teacher] = out[self.input_teacher] + x.to(out[self.input_teacher].dtype)
         return out
@@ -113,6 +124,7 @@ class Student(nn.Module):
             "input_teacher": self.input_teacher,
             "input_mode": self.input_mode,
             "residual": self.residual,
+            "skip": self.skip,
             "head_hidden": self.head_hidden,
             "vocab_size": self.vocab_size,
             "token_dim": self.token_dim,

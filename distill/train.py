@@ -146,6 +146,7 @@ def build_student(cfg: Config, dims: dict[str, int], extra: dict) -> Student:
         lattice=s.lattice,
         input_mode=s.input,
         residual=s.residual,
+        skip=s.skip,
         head_hidden=s.head_hidden,
         vocab_size=extra.get("vocab_size", 0),
         token_dim=s.token_dim,
@@ -161,6 +162,7 @@ def run_meta(cfg: Config, student: Student) -> dict:
         "input_teacher": student.input_teacher,
         "input_mode": student.input_mode,
         "residual": student.residual,
+        "skip": student.skip,
         "head_hidden": student.head_hidden,
     }
 
@@ -407,6 +409,7 @@ def train(cfg: Config, resume: bool = False) -> int:
                 logger.warning("step %d: non-finite loss or gradient (loss=%s, grad norm=%s); step skipped",
                                step, loss_value, float(grad_norm))
             optimizer.zero_grad(set_to_none=True)
+            lr_used = scheduler.get_last_lr()[0]
             scheduler.step()
             if want_per_ex and finite:
                 all_idx = accelerator.gather(torch.as_tensor(idx, device=device))
@@ -430,7 +433,7 @@ def train(cfg: Config, resume: bool = False) -> int:
                 t_last, n_last = now, step
                 reduced = accelerator.reduce(torch.tensor([per_teacher[n] for n in names] + list(per_term.values()),
                                                           device=device), "mean").tolist()
-                logs = {"loss/total": loss_value, "train/lr": scheduler.get_last_lr()[0],
+                logs = {"loss/total": loss_value, "train/lr": lr_used,
                         "train/grad_norm": float(grad_norm), "train/samples_per_s": sps,
                         "train/nonfinite_steps": loop["nonfinite_total"],
                         "curriculum/competence": sampler.competence, "curriculum/threshold": sampler.threshold}

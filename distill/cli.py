@@ -91,8 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if hasattr(args, "overrides"):
         args.overrides = [o for group in args.overrides for o in group]
-    from distill.errors import UserError
-    from distill.train import TrainingDiverged
+    from distill.errors import TrainingDiverged, UserError
 
     try:
         return int(_resolve(args.func)(args) or 0)

@@ -14,4 +14,8 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used (corrupt, or from a different run / teacher set / shape)."""
 
 
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite losses or gradients (exit 1, last good checkpoint kept)."""
+
+
 UserError = (ConfigError, DataError, RunDirError, CheckpointError, FileNotFoundError)

@@ -27,7 +27,7 @@ from distill import checkpoint as ckpt
 from distill.config import Config, dump_config
 from distill.curriculum import CurriculumSampler, compute_difficulty
 from distill.data import load_pairs, split_indices
-from distill.errors import RunDirError
+from distill.errors import RunDirError, TrainingDiverged
 from distill.evaluate import evaluate_spaces, format_table, retrieval_metrics
 from distill.losses import MultiTeacherLoss, compute_target_stats
 from distill.student import Student
@@ -50,10 +50,6 @@ def fault_injection() -> dict:
     if v := os.environ.get("DISTILL_FAULT_NAN_STEPS"):
         out["nan_steps"] = {int(x) for x in v.split(",") if x.strip()}
     return out
-
-
-class TrainingDiverged(RuntimeError):
-    """Too many consecutive non-finite losses or gradients."""
 
 
 class DistillModule(nn.Module):

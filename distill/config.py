@@ -368,6 +368,12 @@ def check_cross_section(cfg: Config, config_dir: Path | None) -> None:
     for name in cfg.curriculum.teacher_ramp:
         if name not in seen:
             raise ConfigError(join("curriculum.teacher_ramp", name), f"not a teacher (teachers: {names})")
+    if cfg.targets.mode == "online" and cfg.curriculum.difficulty in ("qa_distance", "teacher_disagreement"):
+        raise ConfigError(
+            "curriculum.difficulty",
+            f"'{cfg.curriculum.difficulty}' needs every example's stored targets; with targets.mode: online "
+            "use none, length or student_loss",
+        )
     if cfg.train.eval_every > cfg.train.max_steps and cfg.train.early_stopping_patience:
         raise ConfigError("train.early_stopping_patience", "needs eval_every <= max_steps to ever evaluate")
 

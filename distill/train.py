@@ -37,6 +37,16 @@ logger = logging.getLogger(__name__)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: pre-empted after a clean checkpoint; requeue and --resume
 
 
+def dump_targets(path: str, rank: int, idx, x: torch.Tensor, targets: dict[str, torch.Tensor]) -> None:
+    """Test hook (DISTILL_DUMP_TARGETS=DIR): this rank's first-step indices, inputs and targets."""
+    from safetensors.torch import save_file
+
+    Path(path).mkdir(parents=True, exist_ok=True)
+    tensors = {"idx": torch.as_tensor(np.asarray(idx), dtype=torch.long), "x": x.contiguous()}
+    tensors.update({f"target/{n}": t.contiguous() for n, t in targets.items()})
+    save_file(tensors, str(Path(path) / f"rank{rank}.safetensors"))
+
+
 def fault_injection() -> dict:
     """Test hooks, read from the environment (never set in normal use):
 
@@ -66,22 +76,51 @@ class DistillModule(nn.Module):
 
 @dataclass
 class RunData:
-    """Everything the loop needs, identical on every rank."""
+    """Everything the loop needs about the pairs, identical on every rank."""
 
     questions: list[str]
     answers: list[str]
     train_idx: np.ndarray
     held_idx: np.ndarray
-    targets: Targets  # all pairs
-    inputs: torch.Tensor  # (N, d_in) question embeddings of the input teacher, or (N, L) token ids
+    train: Targets | None  # teacher targets of the training split (None in online mode)
+    held: Targets  # teacher targets of the held-out split
+    stats_answers: dict[str, torch.Tensor]  # answer targets the standardisation statistics come from
+    source: StoredTargets | OnlineTargets
+    held_x: torch.Tensor  # student inputs of the held-out split
+    extra: dict  # vocab_size / pad_id for a token-input student
 
-    @property
-    def train(self) -> Targets:
-        return self.targets.select(self.train_idx)
 
-    @property
-    def held(self) -> Targets:
-        return self.targets.select(self.held_idx)
+class StoredTargets:
+    """Targets of every pair computed up front through the target store."""
+
+    def __init__(self, train_x: torch.Tensor, train: Targets):
+        self.train_x, self.train = train_x, train
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """idx: positions in the training split -> (student input (B, ...), {teacher: (B, d)})."""
+        t = torch.as_tensor(idx, dtype=torch.long)
+        return self.train_x[t], {n: a[t] for n, a in self.train.a.items()}
+
+
+class OnlineTargets:
+    """Teachers inside the job: each step's targets are computed on the fly.
+
+    Every rank calls every teacher once per step in config order with the same number of texts
+    (its slice of the global batch), so ZeRO-3's collective forwards line up.
+    """
+
+    def __init__(self, pool, questions: list[str], answers: list[str], input_teacher: str,
+                 token_ids: torch.Tensor | None = None):
+        self.pool, self.questions, self.answers = pool, questions, answers
+        self.input_teacher, self.token_ids = input_teacher, token_ids
+
+    def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        answers = self.pool.encode([self.answers[i] for i in idx], role="answer")
+        if self.token_ids is not None:
+            x = self.token_ids[torch.as_tensor(idx, dtype=torch.long)]
+        else:
+            x = self.pool[self.input_teacher].encode([self.questions[i] for i in idx], role="query")
+        return x, answers
 
 
 def make_accelerator(cfg: Config, log: bool = True):
@@ -119,19 +158,44 @@ def token_inputs(cfg: Config, questions: list[str]) -> tuple[torch.Tensor, int, 
     return ids, len(tok), pad
 
 
-def load_run_data(cfg: Config, progress: bool = True) -> tuple[RunData, dict]:
+ONLINE_STATS_SAMPLE = 1024  # training answers embedded at start for the standardisation statistics
+
+
+def load_run_data(cfg: Config, progress: bool = True) -> RunData:
+    """Pairs, split and targets: from the store, or (online mode) from teachers inside the job."""
     pairs = load_pairs(cfg.data).dataset
     questions, answers = list(pairs["question"]), list(pairs["answer"])
     train_idx, held_idx = split_indices(questions, cfg.data.holdout_fraction, cfg.data.split_seed)
     device = "cuda" if (torch.cuda.is_available() and not cfg.train.cpu) else "cpu"
-    targets = compute_targets(cfg.teachers, questions, answers, cfg.targets.store_dir, device=device,
-                              progress=progress)
-    extra = {}
+    extra: dict = {}
+    token_ids = None
     if cfg.student.input == "tokens":
-        inputs, extra["vocab_size"], extra["pad_id"] = token_inputs(cfg, questions)
+        token_ids, extra["vocab_size"], extra["pad_id"] = token_inputs(cfg, questions)
+    input_name = cfg.input_teacher().name
+    train_q = [questions[i] for i in train_idx]
+    train_a = [answers[i] for i in train_idx]
+    if cfg.targets.mode == "store":
+        targets = compute_targets(cfg.teachers, questions, answers, cfg.targets.store_dir, device=device,
+                                  progress=progress)
+        train_t, held_t = targets.select(train_idx), targets.select(held_idx)
+        inputs = token_ids if token_ids is not None else targets.q[input_name]
+        source = StoredTargets(inputs[torch.as_tensor(train_idx)], train_t)
+        stats_answers = train_t.a
+        held_x = inputs[torch.as_tensor(held_idx)]
     else:
-        inputs = targets.q[cfg.input_teacher().name]
-    return RunData(questions, answers, train_idx, held_idx, targets, inputs), extra
+        from teachers import TeacherPool
+
+        pool = TeacherPool(cfg.teachers, device=device)
+        held_q = [questions[i] for i in held_idx]
+        held_t = Targets(pool.encode(held_q, role="query", split=True, progress=progress),
+                         pool.encode([answers[i] for i in held_idx], role="answer", split=True, progress=progress))
+        sample = np.random.default_rng(cfg.run.seed).permutation(len(train_idx))[:ONLINE_STATS_SAMPLE]
+        stats_answers = pool.encode([train_a[i] for i in sample], role="answer", split=True)
+        train_t = None
+        source = OnlineTargets(pool, train_q, train_a, input_name,
+                               token_ids[torch.as_tensor(train_idx)] if token_ids is not None else None)
+        held_x = token_ids[torch.as_tensor(held_idx)] if token_ids is not None else held_t.q[input_name]
+    return RunData(questions, answers, train_idx, held_idx, train_t, held_t, stats_answers, source, held_x, extra)
 
 
 def build_student(cfg: Config, dims: dict[str, int], extra: dict) -> Student:
@@ -267,22 +331,22 @@ def train(cfg: Config, resume: bool = False) -> int:
     run_dir = cfg.run_dir
 
     # ---- data and targets (the teachers run here only if the store lacks an entry) ----
-    data, extra = load_run_data(cfg, progress=cfg.logging.progress and main)
-    train_t, held_t = data.train, data.held
-    train_x, held_x = data.inputs[data.train_idx], data.inputs[data.held_idx]
+    data = load_run_data(cfg, progress=cfg.logging.progress and main)
+    train_t, held_t, held_x = data.train, data.held, data.held_x
     names = [t.name for t in cfg.teachers]
-    logger.info("pairs: %d train, %d held out; teachers: %s", len(data.train_idx), len(data.held_idx),
-                ", ".join(f"{n} ({d})" for n, d in data.targets.dims.items()))
+    dims = {n: held_t.a[n].shape[1] for n in names}
+    logger.info("pairs: %d train, %d held out; teachers: %s; targets: %s", len(data.train_idx),
+                len(data.held_idx), ", ".join(f"{n} ({d})" for n, d in dims.items()), cfg.targets.mode)
 
     # ---- student, loss, curriculum, optimiser ----
-    student = build_student(cfg, data.targets.dims, extra)
-    stats = {n: compute_target_stats(train_t.a[n]) for n in names}
+    student = build_student(cfg, dims, data.extra)
+    stats = {n: compute_target_stats(data.stats_answers[n]) for n in names}
     loss_fn = MultiTeacherLoss(cfg.loss, names, {t.name: t.weight for t in cfg.teachers}, stats=stats,
                                reduce_mean=lambda x: accelerator.reduce(x, "mean"))
     difficulty = compute_difficulty(
         cfg.curriculum.difficulty,
-        q_targets={n: train_t.q[n].numpy() for n in names},
-        a_targets={n: train_t.a[n].numpy() for n in names},
+        q_targets={n: train_t.q[n].numpy() for n in names} if train_t is not None else {},
+        a_targets={n: train_t.a[n].numpy() for n in names} if train_t is not None else {},
         questions=[data.questions[i] for i in data.train_idx],
         answers=[data.answers[i] for i in data.train_idx],
     )
@@ -321,9 +385,11 @@ def train(cfg: Config, resume: bool = False) -> int:
             writer.add_text("config", "```yaml\n" + dump_config(cfg) + "\n```", loop["step"])
 
     # Baselines on the held-out split, once: the student must beat these.
-    baselines = evaluate_spaces({n: held_t.q[n] for n in names}, {n: held_t.q[n] for n in names},
-                                held_t.a, train_t.q, train_t.a, ks=tuple(cfg.eval.recall_at),
-                                ridge_lambda=cfg.eval.ridge_lambda)
+    # (Online mode never holds the whole training split's targets: identity baseline only.)
+    baselines = evaluate_spaces({n: held_t.q[n] for n in names}, {n: held_t.q[n] for n in names}, held_t.a,
+                                train_t.q if train_t is not None else None,
+                                train_t.a if train_t is not None else None,
+                                ks=tuple(cfg.eval.recall_at), ridge_lambda=cfg.eval.ridge_lambda)
 
     def evaluate_now() -> dict:
         preds = predict_all(accelerator.unwrap_model(model).student, held_x, cfg.eval.batch_size, device)
@@ -360,6 +426,7 @@ def train(cfg: Config, resume: bool = False) -> int:
     exit_status = 0
     results = None
     faults = fault_injection()
+    dump_dir = os.environ.get("DISTILL_DUMP_TARGETS")
     try:
         while loop["step"] < cfg.train.max_steps:
             step = loop["step"]
@@ -374,10 +441,13 @@ def train(cfg: Config, resume: bool = False) -> int:
             per_teacher = {n: 0.0 for n in names}
             per_term: dict[str, float] = {}
             per_ex = []
-            for j, mb in enumerate(np.array_split(idx, micro)):
+            batch_x, batch_t = data.source.batch(idx)
+            if dump_dir is not None and step == 0:
+                dump_targets(dump_dir, rank, idx, batch_x, batch_t)
+            for j, mb in enumerate(np.array_split(np.arange(len(idx)), micro)):
                 sync = nullcontext() if j == micro - 1 else accelerator.no_sync(model)
-                x = train_x[mb].to(device)
-                tgt = {n: train_t.a[n][mb].to(device) for n in names}
+                x = batch_x[mb].to(device)
+                tgt = {n: batch_t[n][mb].to(device) for n in names}
                 with sync, accelerator.autocast():
                     out = model(x, tgt, ramp=ramp, per_example=want_per_ex)
                     if step in faults["nan_steps"]:

@@ -50,6 +50,8 @@ def with_(**sections):
         ({"teachers": [{"name": "a", "model": "pkg:x", "preset": "no-such-preset"}]}, "teachers[0].preset",
          "not found"),
         ({"teachers": "minilm"}, "teachers", "list"),
+        (with_(targets={"mode": "online"}, curriculum={"difficulty": "qa_distance"}), "curriculum.difficulty",
+         "targets.mode: online"),
     ],
 )
 def test_config_errors_name_the_key(data, path, fragment):

@@ -332,6 +332,7 @@ class CurriculumSampler:
         self._dirty = False
         self._sort()
         self._last_step = 0
+        self._threshold: float | None = None
 
     @property
     def num_examples(self) -> int:
@@ -359,8 +360,10 @@ class CurriculumSampler:
 
     @property
     def threshold(self) -> float:
-        """Difficulty of the hardest example the most recent batch could draw from."""
-        return float(self.difficulty[self._order[self.pool_size - 1]])
+        """Difficulty of the hardest example the most recent batch could draw from, as scored then."""
+        if self._threshold is None:
+            return float(self.difficulty[self._order[self.pool_size - 1]])
+        return self._threshold
 
     def global_batch(self, step: int) -> np.ndarray:
         """The (global_batch_size,) example indices of step `step`, over all ranks; no state change."""
@@ -381,6 +384,8 @@ class CurriculumSampler:
             self._last_sort_step = self.step
             self._dirty = False
         batch = self.global_batch(self.step)
+        # Kept: update_losses may rescore the pool before the trainer logs the threshold.
+        self._threshold = float(self.difficulty[self._order[self.pool_size_at(self.step) - 1]])
         self._last_step = self.step
         self.step += 1
         per = self.global_batch_size // self.world_size
@@ -432,6 +437,7 @@ class CurriculumSampler:
                         state["seed"], self.seed)
         self.step = int(state["step"])
         self._last_step = int(state["last_step"])
+        self._threshold = None
         if self.dynamic:
             if "losses" not in state:
                 raise ValueError("curriculum state: holds no student losses (saved with another difficulty)")

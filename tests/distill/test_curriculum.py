@@ -213,6 +213,7 @@ def test_student_loss_moves_hard_examples_out_of_the_pool():
     s.update_losses([5, 6, 7, 8, 9], [1.0, 1.0, 1.0, 1.0, float("nan")])  # NaN ignored: 9 stays 0
     assert sorted(s.next_batch().tolist()) == [5, 6, 7, 8, 9] and s.threshold == 1.0
     s.update_losses([5, 6, 7, 8, 9], [9.0] * 5)
+    assert s.threshold == 1.0  # still the cut-off the last batch was drawn with
     assert sorted(s.next_batch().tolist()) == [0, 1, 2, 3, 4] and s.threshold == 5.0
     fixed = CurriculumSampler(np.zeros(10), CurriculumConfig(difficulty="qa_distance"), 10, 5, seed=0)
     with pytest.raises(ValueError, match="student_loss"):

@@ -1,0 +1,114 @@
+"""Real multi-process launches on this machine (gloo on CPU): 2 local processes, two "nodes" on
+127.0.0.1, and failures (a rank that dies, a node that never comes) that must end the job with a
+non-zero status in bounded time instead of hanging."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.launch.conftest import free_port, launch_cmd, run_launch
+
+pytestmark = pytest.mark.slow
+
+
+def trainer_state(run_dir: Path) -> dict:
+    (ck,) = sorted((run_dir / "checkpoints").glob("step_*"))
+    return json.loads((ck / "trainer_state.json").read_text())
+
+
+def start_nodes(cwd: Path, config: Path, *extra: str, env: dict | None = None, timeout_s: int = 60):
+    """Two launchers, node rank 0 and 1, one process each, rendezvous on 127.0.0.1."""
+    port = free_port()
+    e = dict(os.environ, LOGLEVEL="INFO", **(env or {}))  # LOGLEVEL: torchrun logs the rendezvous result
+    procs = []
+    for rank in (0, 1):
+        args = [str(config), "--cpu", "--nodes", "2", "--node-rank", str(rank), "--procs-per-node", "1",
+                "--main-addr", "127.0.0.1", "--main-port", str(port), "--timeout", str(timeout_s), *extra]
+        procs.append(subprocess.Popen(launch_cmd(*args), cwd=cwd, env=e, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True))
+    return procs
+
+
+def wait_all(procs, timeout: float) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + timeout
+    out = []
+    try:
+        for p in procs:
+            text, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            out.append((p.returncode, text))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return out
+
+
+def test_two_processes_embed_then_train(tmp_path, tiny, store_dir):
+    proc, secs = run_launch([str(tiny), "--cpu", "--procs-per-node", "2"], cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    out = proc.stdout
+    assert "--num_processes 2 --num_machines 1 -m distill embed" in out
+    assert "--num_processes 2 --num_machines 1 -m distill train" in out
+    run = tmp_path / "runs" / "tiny"
+    assert (run / "student" / "student.json").is_file() and (run / "eval.json").is_file()
+    state = trainer_state(run)
+    assert state["world_size"] == 2 and state["loop"]["step"] == 6
+    manifests = list(store_dir.glob("*/manifest.json"))
+    assert len(manifests) == 2  # the embed phase stored questions and answers of the one teacher
+
+
+def test_two_nodes_on_localhost_train_one_run(tmp_path, tiny):
+    procs = start_nodes(tmp_path, tiny)
+    results = wait_all(procs, timeout=300)
+    for rank, (code, text) in enumerate(results):
+        assert code == 0, f"node {rank}:\n{text[-4000:]}"
+        # torchrun's rendezvous result on this node, for each phase: 2 nodes, world size 2, our rank
+        assert re.findall(r"\bgroup_rank=(\d+)", text) == [str(rank)] * 2, text[-4000:]
+        assert re.findall(r"\bglobal_world_sizes=(\S+)", text) == ["[2]"] * 2
+        assert f"global_ranks=[{rank}]" in text
+    runs = list((tmp_path / "runs").iterdir())
+    assert [p.name for p in runs] == ["tiny"]  # one run, not one per node
+    run = runs[0]
+    assert len(list(run.glob("events.out.tfevents.*"))) == 1
+    assert (run / "student" / "student.json").is_file()
+    assert trainer_state(run)["world_size"] == 2
+
+
+def test_a_dying_rank_fails_the_local_job(tmp_path, tiny):
+    """Rank 1 of 2 exits (os._exit(13)) at step 2: the launch exits non-zero, well before any timeout."""
+    proc, secs = run_launch([str(tiny), "--cpu", "--procs-per-node", "2", "--no-embed"], cwd=tmp_path,
+                            env={"DISTILL_FAULT_RANK_EXIT": "1:2"}, timeout=240)
+    assert proc.returncode != 0
+    assert secs < 120
+    assert "exitcode  : 13" in proc.stderr  # torchrun's report names the rank that died
+    assert not (tmp_path / "runs" / "tiny" / "student").exists()
+
+
+def test_a_dying_rank_fails_both_nodes(tmp_path, tiny):
+    """Node 1's only rank dies: node 0's rank loses its peer in a collective and both launchers
+    exit non-zero; neither waits for the 60 s timeout, let alone torch's 30 min default."""
+    t0 = time.monotonic()
+    procs = start_nodes(tmp_path, tiny, "--no-embed", env={"DISTILL_FAULT_RANK_EXIT": "1:2"})
+    results = wait_all(procs, timeout=240)
+    assert time.monotonic() - t0 < 120
+    assert all(code != 0 for code, _ in results), [code for code, _ in results]
+    assert "exitcode  : 13" in results[1][1]
+
+
+def test_a_node_that_never_comes_fails_the_other_within_the_timeout(tmp_path, tiny):
+    """Only node 0 of 2 starts: the static rendezvous gives up after --timeout, not torch's 600 s."""
+    port = free_port()
+    args = [str(tiny), "--cpu", "--nodes", "2", "--node-rank", "0", "--main-addr", "127.0.0.1",
+            "--main-port", str(port), "--timeout", "10", "--no-embed"]
+    proc, secs = run_launch(args, cwd=tmp_path, timeout=240)
+    assert proc.returncode != 0
+    assert secs < 90
+    assert "waiting for clients. 1/2 clients joined" in proc.stderr

@@ -74,10 +74,12 @@ class Boundary:
     pad: Callable[[torch.Tensor, int], torch.Tensor]
     # Fewest cells an axis needs for this rule to be defined (reflect mirrors the second cell).
     min_cells: int = 1
+    # Ghost cells are zeros: a convolution can pad by itself instead of copying the state.
+    zeros: bool = False
 
 
 BOUNDARIES: dict[str, Boundary] = {
-    "zero": Boundary(_pad_zero),
+    "zero": Boundary(_pad_zero, zeros=True),
     "periodic": Boundary(_pad_periodic),
     "reflect": Boundary(_pad_reflect, min_cells=2),
 }

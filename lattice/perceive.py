@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .neighbourhood import Offset, pad
+from .neighbourhood import BOUNDARIES, Offset, pad
 
 
 @dataclass(frozen=True)
@@ -129,8 +129,13 @@ class Perceive(nn.Module):
             kernel = kernel.view(out_features, *g.kernel, C).permute(0, 4, 1, 2, 3)
             # (B, D', H', W', C) -> (B, C, D', H', W'): a channels_last_3d view, no copy; oneDNN
             # keeps that layout, so the permute back is free too.
-            x = pad(state, self.boundary, g.axes).permute(0, 4, 1, 2, 3)
-            y = F.conv3d(x, kernel.contiguous(), bias if total is None else None).permute(0, 2, 3, 4, 1)
+            if BOUNDARIES[self.boundary].zeros:
+                x, padding = state, tuple(k // 2 for k in g.kernel)
+            else:
+                x, padding = pad(state, self.boundary, g.axes), 0
+            x = x.permute(0, 4, 1, 2, 3)
+            b = bias if total is None else None
+            y = F.conv3d(x, kernel.contiguous(), b, padding=padding).permute(0, 2, 3, 4, 1)
             total = y if total is None else total + y
         return total
 

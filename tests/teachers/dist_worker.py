@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-from tiny import TEXTS  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.teachers.tiny import TEXTS  # noqa: E402
 
 
 def main():

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny import TEXTS
 
 from teachers import TargetStore, TeacherSpec, load_teacher
+from tests.teachers.tiny import TEXTS
 
 WORKER = Path(__file__).parent / "dist_worker.py"
 BIN = Path(sys.executable).parent

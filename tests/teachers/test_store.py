@@ -8,10 +8,10 @@ import logging
 import numpy as np
 import pytest
 import torch
-from tiny import TEXTS
 
 import teachers.store as store_mod
 from teachers import TargetStore, TeacherSpec, build_targets, load_teacher
+from tests.teachers.tiny import TEXTS
 
 QUESTIONS = TEXTS
 ANSWERS = [t[::-1] for t in TEXTS]
@@ -98,7 +98,7 @@ def test_things_that_do_not_change_embeddings_reuse_the_entry(specs, tmp_path):
 def test_weights_change_makes_a_new_entry(tiny_models, tmp_path):
     import shutil
 
-    from tiny import build_tiny
+    from tests.teachers.tiny import build_tiny
 
     model_dir = shutil.copytree(tiny_models["bert"], tmp_path / "bert")
     spec = TeacherSpec(name="enc", model=str(model_dir))

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 import yaml
-from tiny import DECODERS, KINDS, TEXTS
 
 from teachers import TeacherSourceError, TeacherSpec, load_teacher
+from tests.teachers.tiny import DECODERS, KINDS, TEXTS
 
 
 def spec_from_yaml(tmp_path, name, **fields):
@@ -130,3 +130,30 @@ def test_trust_remote_code_is_off_unless_set(tiny_models, monkeypatch):
     load_teacher(TeacherSpec(name="a", model=str(tiny_models["bert"])))
     load_teacher(TeacherSpec(name="b", model=str(tiny_models["bert"]), trust_remote_code=True))
     assert seen == [False, True]
+
+
+def test_pool_of_teachers_with_their_own_tokenizers_and_dims(tiny_models):
+    from teachers import TeacherPool
+
+    specs = [TeacherSpec(name="enc", model=str(tiny_models["bert"])),
+             TeacherSpec(name="dec", model=str(tiny_models["qwen2"]), pooling="last", answer_prefix="A: ")]
+    pool = TeacherPool(specs)
+    assert pool.dims == {"enc": 32, "dec": 32} and len(pool) == 2
+    assert pool["enc"].tokenizer.vocab_size != pool["dec"].tokenizer.vocab_size
+    out = pool.encode(TEXTS[:5], role="answer")
+    for spec in specs:
+        torch.testing.assert_close(out[spec.name], load_teacher(spec).encode(TEXTS[:5], "answer"), atol=1e-6, rtol=0)
+    pool.close()
+    with pytest.raises(ValueError, match="^teachers: names must be unique, repeated: enc"):
+        TeacherPool([specs[0], specs[0]])
+
+
+def test_auto_sharding_measures_the_model_without_loading_it(tiny_models):
+    from transformers import AutoConfig
+
+    from teachers.teacher import _param_bytes
+
+    for dtype, width in (("float32", 4), ("bfloat16", 2)):
+        spec = TeacherSpec(name="s", model=str(tiny_models["llama"]), dtype=dtype)
+        real = load_teacher(spec).parameter_count()
+        assert _param_bytes(spec, AutoConfig.from_pretrained(spec.model)) == real * width

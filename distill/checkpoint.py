@@ -12,8 +12,14 @@ Layout of ``RUN_DIR/checkpoints/``::
 A checkpoint is written into ``.tmp-step_*`` and renamed into place only once every rank has
 finished and the manifest is written; ``latest`` moves (atomic replace) only after the rename.
 A resume verifies the manifest and falls back to the previous good checkpoint, saying why.
-Nothing here unpickles arbitrary objects: Accelerate loads with ``weights_only=True`` and the
-rest is JSON.
+Leftover ``.tmp-*`` entries (a write that was killed) are never loaded and are removed by the
+next save.
+
+Nothing here unpickles arbitrary objects: the model is safetensors, the rest is JSON, and the
+few pickle-based files Accelerate writes (optimizer, RNG states) must load under
+``torch.load(weights_only=True)`` while the checkpoint is verified -- a file that needs any other
+global is refused like a corrupt one. (Accelerate itself loads with ``weights_only=True`` too, but
+silently skips RNG states it cannot load; verifying first makes that a reported fallback.)
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
+import time
+import zipfile
 from pathlib import Path
 
 from distill.errors import CheckpointError
@@ -30,6 +39,17 @@ from distill.errors import CheckpointError
 logger = logging.getLogger(__name__)
 PREFIX = "step_"
 TMP_PREFIX = ".tmp-"
+# What a failed write raises: OSError from Python's own I/O, but torch.save reports a full disk as
+# RuntimeError ("PytorchStreamWriter failed writing file" / "unexpected pos") and safetensors as
+# SafetensorError ("Error while serializing: I/O error: ..."). All mean "this checkpoint was not
+# written": clean up and report it as a failed write.
+try:
+    from safetensors import SafetensorError
+except ImportError:  # pragma: no cover - safetensors is a dependency of accelerate
+    SafetensorError = OSError
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
+# Files Accelerate writes with torch.save (pickle inside): checked with weights_only=True.
+PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth")
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -40,22 +60,23 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path``, fsync, then rename it over ``path``:
+    ``path`` holds the old or the new content, never a mix; a failed write leaves no temporary."""
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -77,8 +98,38 @@ def build_manifest(root: Path) -> dict:
     return {"format": 1, "files": files}
 
 
-def verify_checkpoint(path: Path) -> None:
-    """Raise :class:`CheckpointError` naming the first missing, truncated or altered file."""
+def _weights_only_refusal(err: Exception) -> str:
+    """The informative line of torch's (long, multi-line) weights-only refusal: the global it met."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    for line in lines:
+        if re.search(r"unsupported|GLOBAL", line, re.IGNORECASE) and "default value" not in line:
+            return line[:200]
+    return (lines[0] if lines else type(err).__name__)[:200]
+
+
+def check_safe_pickles(path: Path) -> None:
+    """Every pickle-based file of the checkpoint must load with ``weights_only=True``.
+
+    Uses Accelerate's own loader (same allow-list of numpy globals for the RNG states), memory-
+    mapped where the file is a zip archive so the tensor data is not read. A file that needs any
+    other global -- a planted object whose unpickling would run code -- is refused, never run.
+    """
+    from accelerate.utils import load as accelerate_load
+
+    for p in sorted(path.rglob("*")):
+        if not (p.is_file() and p.suffix in PICKLE_SUFFIXES):
+            continue
+        try:
+            accelerate_load(str(p), map_location="cpu", mmap=zipfile.is_zipfile(p))
+        except Exception as err:  # UnpicklingError, RuntimeError, EOFError ... all mean "refuse"
+            raise CheckpointError(
+                f"{p}: refused: it does not load as plain weights under weights_only=True "
+                f"({_weights_only_refusal(err)})"
+            ) from None
+
+
+def verify_checkpoint(path: Path, safe_pickles: bool = True) -> None:
+    """Raise :class:`CheckpointError` naming the first missing, truncated, altered or unsafe file."""
     mf = path / "manifest.json"
     if not mf.is_file():
         raise CheckpointError(f"{path}: no manifest.json (incomplete checkpoint)")
@@ -96,6 +147,8 @@ def verify_checkpoint(path: Path) -> None:
             raise CheckpointError(f"{p}: {size} bytes, the manifest says {info['size']} (truncated or altered)")
         if sha256_file(p) != info["sha256"]:
             raise CheckpointError(f"{p}: checksum differs from the manifest (altered or corrupt)")
+    if safe_pickles:
+        check_safe_pickles(path)
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -107,17 +160,16 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     d = checkpoint_dir(run_dir)
     if not d.is_dir():
         return []
-    cks = [p for p in d.iterdir() if p.is_dir() and p.name.startswith(PREFIX)]
+    cks = [p for p in d.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()]
     return sorted(cks, key=lambda p: int(p.name[len(PREFIX):]), reverse=True)
 
 
 def find_resume_checkpoint(run_dir: Path) -> Path | None:
-    """The newest checkpoint that verifies; a bad one is reported and skipped."""
-    d = checkpoint_dir(run_dir)
+    """The checkpoint ``latest`` names, else the newest one, that verifies; a bad one is reported and
+    skipped (falling back to the previous one). ``.tmp-*`` directories are never candidates."""
     candidates = list_checkpoints(run_dir)
-    pointer = d / "latest"
-    if pointer.is_file():
-        name = pointer.read_text(encoding="utf-8").strip()
+    name = read_latest(run_dir)
+    if name is not None:
         first = [p for p in candidates if p.name == name]
         candidates = first + [p for p in candidates if p.name != name]
     for ck in candidates:
@@ -129,6 +181,43 @@ def find_resume_checkpoint(run_dir: Path) -> Path | None:
     return None
 
 
+def read_latest(run_dir: Path) -> str | None:
+    """The checkpoint name the ``latest`` pointer holds (None if there is no readable pointer)."""
+    pointer = checkpoint_dir(run_dir) / "latest"
+    try:
+        name = pointer.read_bytes().decode("utf-8", errors="replace").strip()
+    except OSError:
+        return None
+    return name or None
+
+
+def remove_leftovers(d: Path) -> list[str]:
+    """Delete ``.tmp-*`` entries under a checkpoint directory (writes that never finished)."""
+    removed = []
+    if not d.is_dir():
+        return removed
+    for p in d.iterdir():
+        if p.name.startswith(TMP_PREFIX):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p.name)
+    if removed:
+        logger.info("removed unfinished checkpoint writes: %s", ", ".join(sorted(removed)))
+    return removed
+
+
+def _fault_pause(step: int) -> None:
+    """Test hook DISTILL_FAULT_CKPT_PAUSE="<step>:<seconds>": sleep mid-write (files in the
+    temporary directory, no manifest yet) so a test can kill the process at exactly that point."""
+    v = os.environ.get("DISTILL_FAULT_CKPT_PAUSE")
+    if v:
+        s, secs = v.split(":")
+        if int(s) == step:
+            time.sleep(float(secs))
+
+
 def read_checkpoint_json(ck: Path, name: str) -> dict:
     return json.loads((ck / name).read_text(encoding="utf-8"))
 
@@ -138,50 +227,63 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict, 
     d = checkpoint_dir(run_dir)
     final = d / f"{PREFIX}{step:08d}"
     tmp = d / f"{TMP_PREFIX}{PREFIX}{step:08d}"
+    replaced = d / f"{TMP_PREFIX}replaced-{PREFIX}{step:08d}"
     if accelerator.is_main_process:
         d.mkdir(parents=True, exist_ok=True)
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        remove_leftovers(d)  # killed writes of any step; never loaded, so safe to drop
     accelerator.wait_for_everyone()
     try:
         accelerator.save_state(str(tmp / "accelerate"), safe_serialization=True)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
+            _fault_pause(step)
             write_json_atomic(tmp / "trainer_state.json", trainer_state)
             write_json_atomic(tmp / "meta.json", meta)
             write_json_atomic(tmp / "manifest.json", build_manifest(tmp))
             _fsync_dir(tmp)
-            if final.exists():  # a re-save of the same step (after a resume): replace it
-                shutil.rmtree(final)
+            if final.exists():  # a re-save of the same step (after a resume): move the old one aside
+                os.rename(final, replaced)
             os.rename(tmp, final)
             _fsync_dir(d)
             write_text_atomic(d / "latest", final.name + "\n")
+            shutil.rmtree(replaced, ignore_errors=True)
             for old in list_checkpoints(run_dir)[keep_last:]:
                 shutil.rmtree(old, ignore_errors=True)
-    except OSError as err:
+    except WRITE_ERRORS as err:
         if accelerator.is_main_process:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise OSError(f"writing checkpoint {final} failed ({err}); the previous checkpoint is unchanged") from err
+            if replaced.exists() and not final.exists():  # put the old same-step checkpoint back
+                os.rename(replaced, final)
+        what = str(err) if isinstance(err, OSError) else f"{type(err).__name__}: {err}"
+        raise OSError(f"writing checkpoint {final} failed ({what}); the previous checkpoint is unchanged") from err
     accelerator.wait_for_everyone()
     return final
 
 
-def check_compatible(meta: dict, expected: dict, ck: Path) -> None:
-    """Refuse a resume whose teacher set or lattice shape differs from the checkpoint's."""
+def check_compatible(meta: dict, expected: dict, ck: Path, partial: bool = False) -> None:
+    """Refuse a resume whose teacher set or lattice shape differs from the checkpoint's.
+
+    ``partial``: compare only what ``expected`` holds (a check from the config alone, before the
+    teachers' dimensions are known, so a refusal comes before anything is computed or written).
+    """
     diffs = []
     old_t, new_t = meta.get("teachers", {}), expected.get("teachers", {})
-    if set(old_t) != set(new_t):
-        diffs.append(f"teachers: checkpoint has {sorted(old_t)}, config has {sorted(new_t)}")
-    else:
-        for name in old_t:
-            if old_t[name] != new_t[name]:
-                keys = sorted(k for k in set(old_t[name]) | set(new_t[name]) if old_t[name].get(k) != new_t[name].get(k))
-                diffs.append(f"teacher '{name}' differs in {', '.join(keys)}")
+    if "teachers" in expected or not partial:
+        if set(old_t) != set(new_t):
+            diffs.append(f"teachers: checkpoint has {sorted(old_t)}, config has {sorted(new_t)}")
+        else:
+            for name in old_t:
+                if old_t[name] != new_t[name]:
+                    keys = sorted(k for k in set(old_t[name]) | set(new_t[name])
+                                  if old_t[name].get(k) != new_t[name].get(k))
+                    diffs.append(f"teacher '{name}' differs in {', '.join(keys)}")
     old_l, new_l = meta.get("lattice", {}), expected.get("lattice", {})
-    for k in sorted(set(old_l) | set(new_l)):
+    for k in sorted(set(new_l) if partial else set(old_l) | set(new_l)):
         if old_l.get(k) != new_l.get(k):
             diffs.append(f"student.lattice.{k}: checkpoint {old_l.get(k)!r}, config {new_l.get(k)!r}")
     for k in ("input_teacher", "input_mode", "residual", "skip", "head_hidden"):
+        if partial and k not in expected:
+            continue
         if meta.get(k) != expected.get(k):
             diffs.append(f"student.{k}: checkpoint {meta.get(k)!r}, config {expected.get(k)!r}")
     if diffs:

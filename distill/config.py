@@ -18,7 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -374,19 +374,20 @@ def check_cross_section(cfg: Config, config_dir: Path | None) -> None:
             f"'{cfg.curriculum.difficulty}' needs every example's stored targets; with targets.mode: online "
             "use none, length or student_loss",
         )
+    check_input_face(cfg)
     if cfg.train.eval_every > cfg.train.max_steps and cfg.train.early_stopping_patience:
         raise ConfigError("train.early_stopping_patience", "needs eval_every <= max_steps to ever evaluate")
 
 
-def check_teacher_source(t: TeacherSpec, path: str, config_dir: Path | None) -> None:
-    """A local model directory must exist, and the pooling must suit the model."""
+def _local_model_config(t: TeacherSpec, path: str) -> dict | None:
+    """The config.json of a teacher in a local directory (None for hub ids and pkg: models)."""
     if t.model.startswith("pkg:"):
-        return
+        return None
     model = os.path.expanduser(t.model)
     if _looks_local(t.model) and not os.path.isdir(model):
         raise ConfigError(join(path, "model"), f"local model directory '{t.model}' does not exist")
     if not os.path.isdir(model):
-        return  # a hub id: checked when it is loaded
+        return None  # a hub id: checked when it is loaded
     cfg_file = Path(model) / "config.json"
     if not cfg_file.is_file():
         raise ConfigError(join(path, "model"), f"'{t.model}' has no config.json: not a Hugging Face model directory")
@@ -394,6 +395,70 @@ def check_teacher_source(t: TeacherSpec, path: str, config_dir: Path | None) -> 
         hf = json.loads(cfg_file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as err:
         raise ConfigError(join(path, "model"), f"{cfg_file} is not valid JSON: {err}") from None
+    if not isinstance(hf, dict):
+        raise ConfigError(join(path, "model"), f"{cfg_file} does not hold a JSON object")
+    return hf
+
+
+def _custom_code(t: TeacherSpec, hf: dict) -> list[str]:
+    """The auto_map entries (custom Python code) a local model directory asks transformers to run."""
+    found = []
+    for name, obj in (("config.json", hf), ("tokenizer_config.json", None)):
+        if obj is None:
+            try:
+                obj = json.loads((Path(os.path.expanduser(t.model)) / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError, UnicodeDecodeError):
+                continue
+        auto_map = obj.get("auto_map") if isinstance(obj, dict) else None
+        if auto_map:
+            found += [f"{name}: {k}" for k in (sorted(auto_map) if isinstance(auto_map, dict) else [str(auto_map)])]
+    return found
+
+
+def teacher_dim(t: TeacherSpec) -> int | None:
+    """A local teacher's embedding width from its config.json (None when it cannot be told)."""
+    try:
+        hf = _local_model_config(t, "")
+    except ConfigError:
+        return None
+    for key in ("hidden_size", "n_embd", "d_model", "dim"):
+        v = (hf or {}).get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+            return v
+    return None
+
+
+def check_input_face(cfg: Config) -> None:
+    """The student's input must fit on the lattice's input face (known for a token input, or a
+    teacher in a local directory): caught here, not after the teachers have run."""
+    lat = cfg.student.lattice
+    if cfg.student.input == "tokens":
+        dim, what = cfg.student.token_dim, f"student.token_dim={cfg.student.token_dim}"
+    else:
+        t = cfg.input_teacher()
+        dim, what = teacher_dim(t), f"input teacher '{t.name}' embeds in {teacher_dim(t)} dimensions"
+    if dim is None:
+        return
+    try:  # the student sets input_dim to this width, whatever the config says
+        replace(lat, input_dim=dim)
+    except ValueError as err:
+        msg = str(err).partition(": ")[2] or str(err)
+        raise ConfigError("student.lattice", f"input face too small: {msg} ({what})") from None
+
+
+def check_teacher_source(t: TeacherSpec, path: str, config_dir: Path | None) -> None:
+    """A local model directory must exist, must not run custom code unasked, and the pooling
+    must suit the model."""
+    hf = _local_model_config(t, path)
+    if hf is None:
+        return
+    code = _custom_code(t, hf)
+    if code and not t.trust_remote_code:
+        raise ConfigError(
+            join(path, "trust_remote_code"),
+            f"'{t.model}' ships its own Python code ({'; '.join(code)}), which loading it would run; "
+            "set trust_remote_code: true for this teacher only if you trust that code",
+        )
     model_type = str(hf.get("model_type", ""))
     if t.pooling == "cls" and model_type in CAUSAL_MODEL_TYPES:
         raise ConfigError(

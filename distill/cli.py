@@ -96,17 +96,27 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(_resolve(args.func)(args) or 0)
     except TrainingDiverged as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return _fail(err, 1)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return _fail(err, EXIT_BAD_INPUT)
     except NotImplementedError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return EXIT_NOT_BUILT
+        return _fail(err, EXIT_NOT_BUILT)
     except OSError as err:  # a failed write (disk full, permissions): say what failed, exit 1
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        return _fail(err, 1)
+    except Exception as err:
+        # A teacher that cannot be loaded (wrong model id or path, custom code not opted in) is
+        # bad input. Matched by module so the CLI never imports the teachers (torch) itself.
+        source = sys.modules.get("teachers.source")
+        if source is not None and isinstance(err, source.TeacherSourceError):
+            return _fail(err, EXIT_BAD_INPUT)
+        raise
+
+
+def _fail(err: BaseException, status: int) -> int:
+    """Print the error as one line (library messages can span several) and return ``status``."""
+    text = " ".join(str(err).split()) or type(err).__name__
+    print(f"error: {text}", file=sys.stderr)
+    return status
 
 
 if __name__ == "__main__":

@@ -15,8 +15,48 @@ from distill.errors import RunDirError
 logger = logging.getLogger("distill")
 
 
+def config_meta(cfg: Config) -> dict:
+    """What a resume must match, as far as the config alone tells (the teachers' embedding
+    dimensions, and so the lattice's input/output sizes, are known only once targets exist)."""
+    lattice = cfg.student.lattice.to_dict()
+    lattice.pop("input_dim", None)
+    lattice.pop("output_dim", None)
+    return {
+        "teachers": {t.name: t.embedding_fields() for t in cfg.teachers},
+        "lattice": lattice,
+        "input_teacher": cfg.input_teacher().name,
+        "input_mode": cfg.student.input,
+        "residual": cfg.student.residual and cfg.student.input == "teacher",
+        "skip": cfg.student.skip,
+        "head_hidden": cfg.student.head_hidden,
+    }
+
+
+def precheck_resume(cfg: Config) -> None:
+    """Refuse a resume onto another run's checkpoint before anything is computed or written.
+
+    The trainer checks again, fully, once the student is built; by then the teachers may have run
+    and written new target-store entries for a teacher set the checkpoint cannot use.
+    """
+    from distill import checkpoint as ckpt
+
+    cks = ckpt.list_checkpoints(cfg.run_dir)
+    latest = ckpt.read_latest(cfg.run_dir)
+    cks = [c for c in cks if c.name == latest] + [c for c in cks if c.name != latest]
+    for ck in cks:
+        try:
+            meta = ckpt.read_checkpoint_json(ck, "meta.json")
+        except (OSError, ValueError):
+            continue  # unreadable: the trainer's verification reports it and falls back
+        if isinstance(meta, dict):
+            ckpt.check_compatible(meta, config_meta(cfg), ck, partial=True)
+            return
+
+
 def cmd_train(args) -> int:
     cfg = load_config(args.config, args.overrides)
+    if args.resume:
+        precheck_resume(cfg)
     from distill.train import train
 
     return train(cfg, resume=args.resume)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -112,3 +113,45 @@ def test_a_node_that_never_comes_fails_the_other_within_the_timeout(tmp_path, ti
     assert proc.returncode != 0
     assert secs < 90
     assert "waiting for clients. 1/2 clients joined" in proc.stderr
+
+
+FROZEN_JOB = '''
+import datetime, os, time
+import torch, torch.distributed as dist
+# What the training loop is asked to do with DISTILL_DIST_TIMEOUT_S (torch's gloo default: 30 min).
+timeout = float(os.environ.get("DISTILL_DIST_TIMEOUT_S", 1800))
+dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=timeout))
+rank = dist.get_rank()
+for step in range(10**6):
+    if rank == 1 and step == 3:
+        time.sleep(10**6)  # frozen: alive, connections open, never answers again
+    x = torch.ones(1)
+    dist.all_reduce(x)
+'''
+
+
+def test_a_frozen_rank_is_bounded_by_the_collective_timeout(tmp_path):
+    """A standalone job through the composed command and environment: rank 1 stops answering
+    (no closed connection to notice), rank 0's collective times out after --timeout seconds,
+    torchrun stops the frozen rank, the launcher exits non-zero."""
+    from launch.compose import Cluster, Plan, resolve_template, venv_bin
+
+    (tmp_path / "frozen_job.py").write_text(FROZEN_JOB)
+    plan = Plan(config="unused.yaml", template=str(resolve_template(None, cpu=True)),
+                cluster=Cluster(procs_per_node=2, timeout_s=8), phases=("train",), cpu=True)
+    (argv,) = plan.node_commands()
+    i = argv.index("-m")
+    argv = [str(t) for t in argv[: i + 1]] + ["frozen_job"]  # the composed launcher, our program
+    env = dict(os.environ, **plan.env(), PATH=f"{venv_bin()}:{os.environ['PATH']}")
+    t0 = time.monotonic()
+    proc = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:  # hung: take the whole tree down, then fail
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode != 0
+    assert time.monotonic() - t0 < 90
+    assert "Timed out" in err, err[-3000:]

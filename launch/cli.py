@@ -35,12 +35,12 @@ logger = logging.getLogger("launch")
 
 def add_launch_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("cluster")
-    g.add_argument("--nodes", type=int, default=None, help="machines (default 1, or the hostfile's hosts)")
-    g.add_argument("--procs-per-node", type=int, default=None,
+    g.add_argument("--nodes", type=int, default=None, metavar="N", help="machines (default 1, or the hostfile's hosts)")
+    g.add_argument("--procs-per-node", type=int, default=None, metavar="P",
                    help="processes per machine, e.g. its GPU count (default 1, or the hostfile's slots)")
-    g.add_argument("--node-rank", type=int, default=None, help="this machine's index, 0 .. nodes-1")
-    g.add_argument("--main-addr", default=None, help="address of node 0 (the rendezvous)")
-    g.add_argument("--main-port", type=int, default=None,
+    g.add_argument("--node-rank", type=int, default=None, metavar="R", help="this machine's index, 0 .. nodes-1")
+    g.add_argument("--main-addr", default=None, metavar="ADDR", help="address of node 0 (the rendezvous)")
+    g.add_argument("--main-port", type=int, default=None, metavar="PORT",
                    help="rendezvous port of the train phase (default 29500); the embed phase uses PORT+1")
     g.add_argument("--cpu", action="store_true",
                    help="CPU processes with gloo (hides GPUs, sets train.cpu=true, template cpu_multi)")
@@ -72,6 +72,8 @@ def add_launch_arguments(p: argparse.ArgumentParser) -> None:
     h = p.add_argument_group("SSH")
     h.add_argument("--hostfile", default=None, metavar="FILE",
                    help="hosts, one per line ('host [slots=N]', # comments): one ssh launcher per host")
+    p.epilog = ("Config overrides after -- reach every phase as --set KEY=VALUE, e.g. "
+                "distill launch run.yaml --cpu --procs-per-node 2 -- train.max_steps=200 run.name=try2")
     _split_at_double_dash(p)
 
 

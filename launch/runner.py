@@ -1,5 +1,9 @@
 """Run launcher commands and never hang on a failed one.
 
+Exit status: 0 when every command succeeds; 128 + N when the launcher was stopped by signal N
+(passed on: the training loop checkpoints on SIGTERM; resume with ``--resume``); otherwise the
+first failing command's status.
+
 Each command runs in its own session (process group), so the launcher can signal a command's
 whole tree. Several commands run side by side (the ssh command of each host); when one fails the
 others are stopped and the first failure's status is returned. SIGINT / SIGTERM sent to the
@@ -80,12 +84,10 @@ def run_parallel(commands: Sequence[Sequence[str]], env: dict[str, str] | None =
                     p.wait()
                 break
             time.sleep(POLL_S)
-        if failed is not None:
-            return failed
         if stop["signal"] is not None:
-            statuses = [exit_status(p.returncode) for p in procs]
-            return next((s for s in statuses if s), 128 + stop["signal"])
-        return 0
+            # Stopped on request: say so (torchrun reports any stop as a plain 1).
+            return 128 + stop["signal"]
+        return failed or 0
     finally:
         for s, h in old.items():
             signal.signal(s, h)

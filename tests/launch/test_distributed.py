@@ -155,3 +155,28 @@ def test_a_frozen_rank_is_bounded_by_the_collective_timeout(tmp_path):
     assert proc.returncode != 0
     assert time.monotonic() - t0 < 90
     assert "Timed out" in err, err[-3000:]
+
+
+def test_sigterm_to_the_launcher_checkpoints_and_exits_143(tmp_path, tiny):
+    """The signal reaches the ranks through accelerate/torchrun: the loop saves a checkpoint at
+    the next step boundary; the launcher reports the stop as 128 + SIGTERM."""
+    args = [str(tiny), "--cpu", "--procs-per-node", "2", "--no-embed", "--", "train.max_steps=100000",
+            "train.save_every=100000", "train.eval_every=100000"]
+    proc = subprocess.Popen(launch_cmd(*args), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    run = tmp_path / "runs" / "tiny"
+    try:
+        deadline = time.monotonic() + 180
+        while not list(run.glob("events.out.tfevents.*")) and time.monotonic() < deadline:
+            time.sleep(0.5)  # the tracker starts just before the first step
+        time.sleep(3)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + signal.SIGTERM, out[-3000:]
+    assert out.count("pre-empted: checkpoint saved at step") == 2  # both ranks reached it
+    (ck,) = (run / "checkpoints").glob("step_*")
+    assert trainer_state(run)["loop"]["step"] == int(ck.name.split("_")[1]) > 0

@@ -30,6 +30,7 @@ from distill.data import load_pairs, split_indices
 from distill.errors import RunDirError, TrainingDiverged
 from distill.evaluate import evaluate_spaces, format_table, retrieval_metrics
 from distill.losses import MultiTeacherLoss, compute_target_stats
+from distill.schema import ConfigError
 from distill.student import Student
 from distill.targets import Targets, compute_targets
 
@@ -315,14 +316,32 @@ def flat_hparams(cfg: Config) -> dict:
 
 
 def train(cfg: Config, resume: bool = False) -> int:
-    """Run training; returns the process exit status (0, or EXIT_PREEMPTED)."""
+    """Run training; returns the process exit status (0, or EXIT_PREEMPTED).
+
+    SIGTERM (pre-emption) is caught for the whole run, target computation included: the next
+    step boundary saves a checkpoint and the run exits with EXIT_PREEMPTED.
+    """
+    preempted = {"flag": False}
+
+    def on_sigterm(signum, frame):  # noqa: ARG001
+        preempted["flag"] = True
+        logger.warning("SIGTERM: saving a checkpoint at the next step boundary, then exiting")
+
+    old_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        return _train(cfg, resume, preempted)
+    finally:
+        signal.signal(signal.SIGTERM, old_handler)
+
+
+def _train(cfg: Config, resume: bool, preempted: dict) -> int:
     accelerator = make_accelerator(cfg)
     main = accelerator.is_main_process
     rank, world = accelerator.process_index, accelerator.num_processes
     if cfg.train.batch_size % (world * cfg.train.grad_accum):
-        raise ValueError(
-            f"train.batch_size: {cfg.train.batch_size} must be divisible by processes x grad_accum "
-            f"({world} x {cfg.train.grad_accum})"
+        raise ConfigError(
+            "train.batch_size",
+            f"{cfg.train.batch_size} must be divisible by processes x grad_accum ({world} x {cfg.train.grad_accum})",
         )
     from accelerate.utils import set_seed
 
@@ -339,7 +358,10 @@ def train(cfg: Config, resume: bool = False) -> int:
                 len(data.held_idx), ", ".join(f"{n} ({d})" for n, d in dims.items()), cfg.targets.mode)
 
     # ---- student, loss, curriculum, optimiser ----
-    student = build_student(cfg, dims, data.extra)
+    try:
+        student = build_student(cfg, dims, data.extra)
+    except ValueError as err:  # a shape only known once the teachers' widths are (e.g. a hub teacher)
+        raise ConfigError("student.lattice", str(err)) from None
     stats = {n: compute_target_stats(data.stats_answers[n]) for n in names}
     loss_fn = MultiTeacherLoss(cfg.loss, names, {t.name: t.weight for t in cfg.teachers}, stats=stats,
                                reduce_mean=lambda x: accelerator.reduce(x, "mean"))
@@ -405,14 +427,6 @@ def train(cfg: Config, resume: bool = False) -> int:
 
     def save(step: int) -> None:
         ckpt.save_checkpoint(accelerator, run_dir, step, trainer_state(), meta, cfg.train.keep_last)
-
-    preempted = {"flag": False}
-
-    def on_sigterm(signum, frame):  # noqa: ARG001
-        preempted["flag"] = True
-        logger.warning("SIGTERM: saving a checkpoint at the next step boundary, then exiting")
-
-    old_handler = signal.signal(signal.SIGTERM, on_sigterm)
 
     # ---- the loop ----
     micro = cfg.train.grad_accum
@@ -555,7 +569,6 @@ def train(cfg: Config, resume: bool = False) -> int:
             if stop_early:
                 break
     finally:
-        signal.signal(signal.SIGTERM, old_handler)
         if progress is not None:
             progress.close()
 

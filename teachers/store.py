@@ -204,10 +204,22 @@ class TargetStore:
             }
             _write_synced(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True).encode())
             final = self.entry_dir(fp)
-            if final.exists():  # a corrupt entry: move it aside so the rename below is atomic
-                trash = self.root / f".trash-{fp[:16]}-{uuid.uuid4().hex[:8]}"
-                os.rename(final, trash)
-            os.rename(tmp, final)
+            try:
+                os.rename(tmp, final)  # fails when the entry directory already exists
+            except OSError:
+                # Another job sharing this store may have just written the same entry: keep a good
+                # one (same fingerprint, same content) and drop ours; only a corrupt one is replaced.
+                if final.exists() and self.check(fp, full=True)[0] and self.load(fp, verify=False) is not None:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return self.load(fp, verify=False)
+                if final.exists():  # a corrupt entry: move it aside so the rename below is atomic
+                    trash = self.root / f".trash-{fp[:16]}-{uuid.uuid4().hex[:8]}"
+                    os.rename(final, trash)
+                os.rename(tmp, final)
+        except OSError as err:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise OSError(f"target store {self.root}: writing entry {fp[:12]} failed ({err}); "
+                          "existing entries are unchanged") from err
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -243,6 +255,8 @@ def _plan(specs: Sequence[TeacherSpec], fields: Mapping[str, Sequence[str]], dig
             inputs = fingerprint_inputs(spec, wid, role, digests[field], len(texts))
             fp = fingerprint(inputs)
             ok, why = store.check(fp, full=True)
+            if ok and store.load(fp, verify=False) is None:  # bytes as recorded, but not an (N, dim) array
+                ok, why = False, "does not load as an embeddings array"
             if not ok and why != "missing":
                 log.warning("target store: %s/%s entry %s is corrupt (%s); rebuilding it",
                             spec.name, field, fp[:12], why)

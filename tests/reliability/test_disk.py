@@ -222,8 +222,6 @@ def test_failed_store_write_keeps_existing_entries_and_leaves_no_partial_entry(b
     assert store.put(fp, np.ones((200, 32), dtype=np.float32), {"test": True}).shape == (200, 32)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the teachers/store.py TargetStore.put patch in "
-                                       "/tmp/reliability_requests.md (name the entry in the error)")
 def test_failed_store_write_via_cli_names_the_store(baseline, tmp_path, monkeypatch, capsys):
     from distill import cli
 

@@ -196,10 +196,6 @@ def test_teacher_weights_pickle_is_not_run(baseline, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="needs the teachers/store.py _plan patch in /tmp/reliability_requests.md: an entry whose "
-                          "bytes match its manifest but that does not load is planned as cached, then build_targets "
-                          "raises 'unreadable after building' instead of rebuilding it")
 def test_store_entry_that_verifies_but_does_not_load_is_rebuilt(baseline, tmp_path):
     from distill.config import load_config
     from distill.data import load_pairs

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -71,6 +72,8 @@ def cmd_embed(args) -> int:
     device = "cuda" if (torch.cuda.is_available() and not cfg.train.cpu) else "cpu"
     targets = compute_targets(cfg.teachers, list(pairs["question"]), list(pairs["answer"]),
                               cfg.targets.store_dir, device=device, progress=cfg.logging.progress)
+    if int(os.environ.get("RANK", "0")) != 0:  # every rank took part; one reports
+        return 0
     for name, d in targets.dims.items():
         print(f"{name}: {len(pairs)} questions and answers, dim {d}, store {cfg.targets.store_dir}")
     return 0

@@ -131,12 +131,22 @@ def make_accelerator(cfg: Config, log: bool = True):
     use_cpu = cfg.train.cpu or not torch.cuda.is_available()
     if mp == "auto":
         mp = "bf16" if (not use_cpu and torch.cuda.is_bf16_supported()) else "no"
+    handlers = []
+    if timeout := os.environ.get("DISTILL_DIST_TIMEOUT_S"):
+        # Set by `distill launch --timeout`: a frozen peer fails the collectives in bounded time
+        # instead of torch's 30-minute default.
+        from datetime import timedelta
+
+        from accelerate.utils import InitProcessGroupKwargs
+
+        handlers.append(InitProcessGroupKwargs(timeout=timedelta(seconds=float(timeout))))
     return Accelerator(
         cpu=use_cpu,
         mixed_precision=mp,
         log_with="tensorboard" if (log and cfg.logging.tensorboard) else None,
         project_dir=cfg.run.output_dir,
         step_scheduler_with_optimizer=False,
+        kwargs_handlers=handlers,
     )
 
 

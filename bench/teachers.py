@@ -8,8 +8,10 @@ Contenders, all on the same texts, batch size, thread count and max length (256 
 * ``plain_hf``: a plain transformers loop in input order (each batch padded to its longest text);
 * ``sentence_transformers``: ``SentenceTransformer.encode`` on the same model (if installed).
 
-Each is warmed up once, then timed ``--repeats`` times in interleaved rounds; the best time
-counts (the machine may be shared). Also timed: the target store building these embeddings cold, then reading them
+Each is warmed up once, then timed ``--repeats`` times in interleaved rounds. Reported: best and
+median wall time, CPU time, texts/s from the best time, and "ours faster by" = the median over
+rounds of (contender time / ours) in the same round -- the figure that survives a shared,
+noisily loaded machine best. Also timed: the target store building these embeddings cold, then reading them
 back warm (no model load, no forward). Prints a table and writes bench/results/teachers.json.
 """
 
@@ -20,6 +22,7 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -69,19 +72,21 @@ def plain_hf(model_dir: str, batch_size: int, max_length: int):
     return encode
 
 
-def best_times(contenders, texts, repeats):
-    """Best wall time per contender. Rounds interleave the contenders, so a load change on a
-    shared machine hits all of them alike rather than whichever ran during it."""
+def timed_rounds(contenders, texts, repeats):
+    """Wall and CPU seconds per contender per round. Rounds interleave the contenders, so on a
+    shared machine neighbouring runs see similar load and their per-round ratio stays fair."""
     for fn in contenders.values():
         fn(texts[:64])  # warm-up: first-call allocations and kernel selection
-    best = dict.fromkeys(contenders, float("inf"))
+    wall = {k: [] for k in contenders}
+    cpu = {k: [] for k in contenders}
     results = {}
     for _ in range(repeats):
         for name, fn in contenders.items():
-            t0 = time.perf_counter()
+            w0, c0 = time.perf_counter(), time.process_time()
             results[name] = fn(texts)
-            best[name] = min(best[name], time.perf_counter() - t0)
-    return best, results
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.process_time() - c0)
+    return wall, cpu, results
 
 
 def main() -> None:
@@ -115,9 +120,17 @@ def main() -> None:
     except ImportError:
         print("sentence-transformers not installed: that row is skipped")
 
-    times, embeddings = best_times(contenders, texts, args.repeats)
-    results = {name: {"seconds": round(sec, 3), "texts_per_s": round(len(texts) / sec, 1)}
-               for name, sec in times.items()}
+    wall, cpu, embeddings = timed_rounds(contenders, texts, args.repeats)
+    results = {}
+    for name in contenders:
+        best = min(wall[name])
+        # Speed of ours relative to this contender, round by round (> 1: ours is faster).
+        paired = [w / o for w, o in zip(wall[name], wall["teachers"])]
+        results[name] = {"seconds": round(best, 3), "texts_per_s": round(len(texts) / best, 1),
+                         "median_seconds": round(statistics.median(wall[name]), 3),
+                         "cpu_seconds": round(min(cpu[name]), 3),
+                         "rounds_seconds": [round(w, 3) for w in wall[name]],
+                         "ours_speedup_paired_median": round(statistics.median(paired), 3)}
     ours = embeddings["teachers"]
     deviation = {f"teachers_vs_{k}": float((ours - v).abs().max()) for k, v in embeddings.items() if k != "teachers"}
 
@@ -136,10 +149,12 @@ def main() -> None:
 
     print(f"\nall-MiniLM-L6-v2, {len(texts)} texts, batch {args.batch_size}, {args.threads} threads, "
           f"best of {args.repeats}")
-    print(f"{'contender':<24}{'seconds':>10}{'texts/s':>12}{'vs ours':>10}")
+    print(f"{'contender':<24}{'best s':>9}{'median s':>10}{'cpu s':>9}{'texts/s':>11}{'ours faster by':>16}")
     for name, r in results.items():
-        rel = results["teachers"]["seconds"] / r["seconds"]
-        print(f"{name:<24}{r['seconds']:>10.3f}{r['texts_per_s']:>12.1f}{rel:>9.2f}x")
+        paired = r.get("ours_speedup_paired_median")
+        rel = f"{paired:.2f}x" if paired is not None else "-"
+        print(f"{name:<24}{r['seconds']:>9.3f}{r.get('median_seconds', r['seconds']):>10.3f}"
+              f"{r.get('cpu_seconds', float('nan')):>9.2f}{r['texts_per_s']:>11.1f}{rel:>16}")
     for k, v in deviation.items():
         print(f"max |diff| {k}: {v:.2e}")
 

@@ -189,7 +189,7 @@ class Teacher:
 
     def _collate(self, enc: dict[str, list[list[int]]], idx: Sequence[int]) -> dict[str, torch.Tensor]:
         """Pad the rows ``idx`` to their longest one. -> dict of (b, L) long tensors."""
-        width = max(len(enc["input_ids"][i]) for i in idx)
+        width = max(1, max(len(enc["input_ids"][i]) for i in idx))  # all-empty texts still make a batch
         left = self.tokenizer.padding_side == "left"
         pad_values = {"input_ids": self.tokenizer.pad_token_id, "attention_mask": 0, "token_type_ids": 0}
         batch = {}

@@ -29,7 +29,13 @@ def ensure_process_group() -> bool:
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
+    kwargs = {}
+    if timeout := os.environ.get("DISTILL_DIST_TIMEOUT_S"):
+        # Set by `distill launch --timeout`: a frozen peer fails collectives in bounded time.
+        import datetime
+
+        kwargs["timeout"] = datetime.timedelta(seconds=float(timeout))
+    dist.init_process_group(backend=backend, **kwargs)
     return dist.get_world_size() > 1
 
 

@@ -112,9 +112,19 @@ class Student(nn.Module):
             out[self.input_teacher] = out[self.input_teacher] + x.to(out[self.input_teacher].dtype)
         return out
 
+    @torch.no_grad()
     def trace(self, x: torch.Tensor, trace_steps) -> dict[int, torch.Tensor]:
-        """Lattice states (B, D, H, W, C) at the chosen steps, for images and histograms."""
-        return self.lattice.run(self.encode_input(x), trace_steps=tuple(trace_steps)).trace
+        """Lattice states (B, D, H, W, C) at the chosen steps, for images and histograms.
+
+        Runs in eval mode (fixed T, no stochastic updates): logging never draws from the RNG, so
+        it cannot change the training run it observes.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            return self.lattice.run(self.encode_input(x), trace_steps=tuple(trace_steps)).trace
+        finally:
+            self.train(was_training)
 
     # -- export: loads with torch + safetensors + lattice, no training code ------------------------
 

@@ -5,6 +5,7 @@ of this machine's fp32 matmul rate measured in the same run; plus the per-cell r
     python bench/lattice.py                 # prints a table, writes bench/results/lattice.json
     python bench/lattice.py --quick         # fewer repetitions
     python bench/lattice.py --compile       # also time torch.compile of one step
+    python bench/lattice.py --threads 1     # one thread (robust when other jobs share the CPU)
 
 FLOPs are Lattice3D.flops_per_step() (linear layers of the cell rule, 2 per multiply-add) per
 cell-update, x3 for forward+backward (backward = two GEMMs per forward GEMM), as in nanoGPT's
@@ -131,8 +132,11 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
     ap.add_argument("--compile", action="store_true", help="also time torch.compile of one step")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     reps = 3 if args.quick else 6
 
     load_before = os.getloadavg()
@@ -195,7 +199,7 @@ def main(argv=None) -> dict:
           f"({peak:.1f}); load avg {load_after[0]:.2f}")
     doc = {
         "what": "Lattice3D forward+backward throughput vs fp32 matmul and the per-cell reference loop",
-        "command": "python bench/lattice.py" + (" --quick" if args.quick else "") + (" --compile" if args.compile else ""),
+        "command": "python bench/lattice.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {
             "processor": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(),

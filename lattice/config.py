@@ -11,7 +11,7 @@ configs to accept it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Literal, Optional
 
 from .neighbourhood import BOUNDARIES as _BOUNDARY_REGISTRY
@@ -97,8 +97,6 @@ class LatticeConfig:
     # conv (3-D convolution with the layer's weight as kernel) | slice (explicit features + GEMM)
     # | auto (conv when the perception prefers it; the faster path on the CPUs measured).
     impl: Impl = "auto"
-    # Free-form, unused by Lattice3D (kept for callers' annotations).
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("depth", "height", "width", "channels", "hidden"):

@@ -260,6 +260,26 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict, 
     return final
 
 
+def config_meta(cfg) -> dict:
+    """What a resume must match, as far as the config alone tells (the teachers' embedding
+    dimensions, and so the lattice's input/output sizes, are known only once targets exist).
+
+    ``cfg`` is a :class:`distill.config.Config`; the trainer's full version is
+    ``distill.train.run_meta``, which adds the built lattice's sizes."""
+    lattice = cfg.student.lattice.to_dict()
+    lattice.pop("input_dim", None)
+    lattice.pop("output_dim", None)
+    return {
+        "teachers": {t.name: t.embedding_fields() for t in cfg.teachers},
+        "lattice": lattice,
+        "input_teacher": cfg.input_teacher().name,
+        "input_mode": cfg.student.input,
+        "residual": cfg.student.residual and cfg.student.input == "teacher",
+        "skip": cfg.student.skip,
+        "head_hidden": cfg.student.head_hidden,
+    }
+
+
 def check_compatible(meta: dict, expected: dict, ck: Path, partial: bool = False) -> None:
     """Refuse a resume whose teacher set or lattice shape differs from the checkpoint's.
 

@@ -16,23 +16,6 @@ from distill.errors import RunDirError
 logger = logging.getLogger("distill")
 
 
-def config_meta(cfg: Config) -> dict:
-    """What a resume must match, as far as the config alone tells (the teachers' embedding
-    dimensions, and so the lattice's input/output sizes, are known only once targets exist)."""
-    lattice = cfg.student.lattice.to_dict()
-    lattice.pop("input_dim", None)
-    lattice.pop("output_dim", None)
-    return {
-        "teachers": {t.name: t.embedding_fields() for t in cfg.teachers},
-        "lattice": lattice,
-        "input_teacher": cfg.input_teacher().name,
-        "input_mode": cfg.student.input,
-        "residual": cfg.student.residual and cfg.student.input == "teacher",
-        "skip": cfg.student.skip,
-        "head_hidden": cfg.student.head_hidden,
-    }
-
-
 def precheck_resume(cfg: Config) -> None:
     """Refuse a resume onto another run's checkpoint before anything is computed or written.
 
@@ -50,7 +33,7 @@ def precheck_resume(cfg: Config) -> None:
         except (OSError, ValueError):
             continue  # unreadable: the trainer's verification reports it and falls back
         if isinstance(meta, dict):
-            ckpt.check_compatible(meta, config_meta(cfg), ck, partial=True)
+            ckpt.check_compatible(meta, ckpt.config_meta(cfg), ck, partial=True)
             return
 
 
@@ -96,6 +79,18 @@ def load_run(run_dir: str | Path) -> tuple[Config, Path]:
     return cfg, run_dir
 
 
+def _run_pairs(cfg: Config, progress: bool):
+    """The run's pairs, its train/held-out split and every pair's targets (through the store)."""
+    from distill.data import load_pairs, split_indices
+    from distill.targets import compute_targets
+
+    pairs = load_pairs(cfg.data).dataset
+    qs, ans = list(pairs["question"]), list(pairs["answer"])
+    train_idx, held_idx = split_indices(qs, cfg.data.holdout_fraction, cfg.data.split_seed)
+    targets = compute_targets(cfg.teachers, qs, ans, cfg.targets.store_dir, progress=progress)
+    return qs, ans, train_idx, held_idx, targets
+
+
 def _student(run_dir: Path):
     from distill.student import Student
 
@@ -112,16 +107,13 @@ def _student_inputs(cfg: Config, student, questions: list[str], targets) -> torc
 
 def cmd_eval(args) -> int:
     cfg, run_dir = load_run(args.run_dir)
-    from distill.data import load_pairs, split_indices
+    from distill.data import load_pairs
     from distill.evaluate import evaluate_spaces, format_table
     from distill.targets import compute_targets
     from distill.train import predict_all
 
     student = _student(run_dir)
-    pairs = load_pairs(cfg.data).dataset
-    qs, ans = list(pairs["question"]), list(pairs["answer"])
-    train_idx, held_idx = split_indices(qs, cfg.data.holdout_fraction, cfg.data.split_seed)
-    all_t = compute_targets(cfg.teachers, qs, ans, cfg.targets.store_dir, progress=cfg.logging.progress)
+    qs, ans, train_idx, held_idx, all_t = _run_pairs(cfg, cfg.logging.progress)
     train_t = all_t.select(train_idx)
     if args.data:
         data_cfg = replace(cfg.data, path=args.data, format="auto", categories=None, max_pairs=None)
@@ -153,14 +145,9 @@ def cmd_predict(args) -> int:
         raise RunDirError(f"--top-k must be >= 1, got {args.top_k}")
     import torch.nn.functional as F
 
-    from distill.data import load_pairs, split_indices
-    from distill.targets import compute_targets
-
     student = _student(run_dir)
-    pairs = load_pairs(cfg.data).dataset
-    qs, ans = list(pairs["question"]), list(pairs["answer"])
-    train_idx, _ = split_indices(qs, cfg.data.holdout_fraction, cfg.data.split_seed)
-    bank = compute_targets(cfg.teachers, qs, ans, cfg.targets.store_dir, progress=False).select(train_idx)
+    _, ans, train_idx, _, targets = _run_pairs(cfg, progress=False)
+    bank = targets.select(train_idx)
     space = student.input_teacher
     if student.input_mode == "tokens":
         x = _student_inputs(cfg, student, [args.question], None)

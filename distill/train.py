@@ -226,16 +226,9 @@ def build_student(cfg: Config, dims: dict[str, int], extra: dict) -> Student:
 
 
 def run_meta(cfg: Config, student: Student) -> dict:
-    """What a resume must match: the teacher set (everything that changes targets) and the shape."""
-    return {
-        "teachers": {t.name: t.embedding_fields() for t in cfg.teachers},
-        "lattice": student.lattice_config.to_dict(),
-        "input_teacher": student.input_teacher,
-        "input_mode": student.input_mode,
-        "residual": student.residual,
-        "skip": student.skip,
-        "head_hidden": student.head_hidden,
-    }
+    """What a resume must match: the teacher set (everything that changes targets) and the shape,
+    with the lattice sizes the built student actually has."""
+    return {**ckpt.config_meta(cfg), "lattice": student.lattice_config.to_dict()}
 
 
 def lr_lambda_factory(cfg: Config, state: dict):

@@ -164,7 +164,7 @@ def test_compatible_meta_passes_and_each_difference_is_named(baseline):
 
 
 def test_partial_check_from_config_alone_ignores_derived_sizes(baseline):
-    from distill.commands import config_meta
+    from distill.checkpoint import config_meta
     from distill.config import load_config
 
     meta = _meta(baseline)

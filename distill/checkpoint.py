@@ -30,8 +30,8 @@ import logging
 import os
 import re
 import shutil
-import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from distill.errors import CheckpointError
@@ -77,6 +77,18 @@ def write_text_atomic(path: Path, text: str) -> None:
 
 def write_json_atomic(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
+
+
+def write_dir_atomic(path: Path, fill: Callable[[Path], None]) -> None:
+    """``fill(tmp)`` writes a directory beside ``path``, which then replaces ``path`` by rename,
+    so a reader never sees a half-written directory (a killed write leaves only ``.tmp-*``)."""
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    fill(tmp)
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -208,22 +220,16 @@ def remove_leftovers(d: Path) -> list[str]:
     return removed
 
 
-def _fault_pause(step: int) -> None:
-    """Test hook DISTILL_FAULT_CKPT_PAUSE="<step>:<seconds>": sleep mid-write (files in the
-    temporary directory, no manifest yet) so a test can kill the process at exactly that point."""
-    v = os.environ.get("DISTILL_FAULT_CKPT_PAUSE")
-    if v:
-        s, secs = v.split(":")
-        if int(s) == step:
-            time.sleep(float(secs))
-
-
 def read_checkpoint_json(ck: Path, name: str) -> dict:
     return json.loads((ck / name).read_text(encoding="utf-8"))
 
 
-def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict, meta: dict, keep_last: int) -> Path:
-    """Save on every rank (collective), publish atomically from the main process."""
+def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict, meta: dict, keep_last: int,
+                    before_publish: Callable[[Path], None] | None = None) -> Path:
+    """Save on every rank (collective), publish atomically from the main process.
+
+    ``before_publish(tmp_dir)``, if given, runs on the main process once the model and optimiser
+    files are in the temporary directory and before the manifest is written (tests stop there)."""
     d = checkpoint_dir(run_dir)
     final = d / f"{PREFIX}{step:08d}"
     tmp = d / f"{TMP_PREFIX}{PREFIX}{step:08d}"
@@ -236,7 +242,8 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict, 
         accelerator.save_state(str(tmp / "accelerate"), safe_serialization=True)
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            _fault_pause(step)
+            if before_publish is not None:
+                before_publish(tmp)
             write_json_atomic(tmp / "trainer_state.json", trainer_state)
             write_json_atomic(tmp / "meta.json", meta)
             write_json_atomic(tmp / "manifest.json", build_manifest(tmp))
@@ -261,28 +268,37 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict, 
 
 
 def config_meta(cfg) -> dict:
-    """What a resume must match, as far as the config alone tells (the teachers' embedding
-    dimensions, and so the lattice's input/output sizes, are known only once targets exist).
+    """What a resume must match, as far as the config alone tells: the teacher set (everything
+    that changes targets) and the student's fields without the lattice sizes only the teachers'
+    dimensions fix. ``cfg`` is a :class:`distill.config.Config`; :meth:`Checkpointer.meta` is the
+    full version, from the built student."""
+    from distill.student import section_config
 
-    ``cfg`` is a :class:`distill.config.Config`; the trainer's full version is
-    ``distill.train.run_meta``, which adds the built lattice's sizes."""
-    lattice = cfg.student.lattice.to_dict()
-    lattice.pop("input_dim", None)
-    lattice.pop("output_dim", None)
-    return {
-        "teachers": {t.name: t.embedding_fields() for t in cfg.teachers},
-        "lattice": lattice,
-        "input_teacher": cfg.input_teacher().name,
-        "input_mode": cfg.student.input,
-        "residual": cfg.student.residual and cfg.student.input == "teacher",
-        "skip": cfg.student.skip,
-        "head_hidden": cfg.student.head_hidden,
-    }
+    return {"teachers": {t.name: t.embedding_fields() for t in cfg.teachers},
+            **section_config(cfg.student, cfg.input_teacher().name)}
+
+
+def run_meta(cfg, student) -> dict:
+    """config_meta plus what the built student fixed (lattice sizes, tokenizer size and pad id)."""
+    conf = student.student_config()
+    conf.pop("teacher_dims")  # implied by the teachers' fields
+    return {"teachers": config_meta(cfg)["teachers"], **conf}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def check_compatible(meta: dict, expected: dict, ck: Path, partial: bool = False) -> None:
-    """Refuse a resume whose teacher set or lattice shape differs from the checkpoint's.
+    """Refuse a resume whose teacher set or student differs from the checkpoint's.
 
+    Both are dicts as :func:`run_meta` writes them; every field is compared, generically.
     ``partial``: compare only what ``expected`` holds (a check from the config alone, before the
     teachers' dimensions are known, so a refusal comes before anything is computed or written).
     """
@@ -297,14 +313,44 @@ def check_compatible(meta: dict, expected: dict, ck: Path, partial: bool = False
                     keys = sorted(k for k in set(old_t[name]) | set(new_t[name])
                                   if old_t[name].get(k) != new_t[name].get(k))
                     diffs.append(f"teacher '{name}' differs in {', '.join(keys)}")
-    old_l, new_l = meta.get("lattice", {}), expected.get("lattice", {})
-    for k in sorted(set(new_l) if partial else set(old_l) | set(new_l)):
-        if old_l.get(k) != new_l.get(k):
-            diffs.append(f"student.lattice.{k}: checkpoint {old_l.get(k)!r}, config {new_l.get(k)!r}")
-    for k in ("input_teacher", "input_mode", "residual", "skip", "head_hidden"):
-        if partial and k not in expected:
-            continue
-        if meta.get(k) != expected.get(k):
-            diffs.append(f"student.{k}: checkpoint {meta.get(k)!r}, config {expected.get(k)!r}")
+    old_s = _flatten({k: v for k, v in meta.items() if k != "teachers"})
+    new_s = _flatten({k: v for k, v in expected.items() if k != "teachers"})
+    for k in sorted(set(new_s) if partial else set(old_s) | set(new_s)):
+        if old_s.get(k) != new_s.get(k):
+            diffs.append(f"student.{k}: checkpoint {old_s.get(k)!r}, config {new_s.get(k)!r}")
     if diffs:
         raise CheckpointError(f"cannot resume from {ck}: " + "; ".join(diffs))
+
+
+def prepare_run_dir(run_dir: Path, resume: bool) -> Path | None:
+    """Refuse to overwrite a finished or running run; return the checkpoint to resume from."""
+    if not resume:
+        from distill.config import check_new_run_dir
+
+        check_new_run_dir(run_dir)
+        return None
+    ck = find_resume_checkpoint(run_dir)
+    if ck is None and list_checkpoints(run_dir):
+        raise CheckpointError(f"{run_dir}: no checkpoint passed verification; refusing to start over it")
+    return ck
+
+
+class Checkpointer:
+    """Saves and restores a run's training state: the Accelerate state (model, optimiser, RNG),
+    the trainer's own state dict and the resume manifest ``meta``."""
+
+    def __init__(self, accelerator, run_dir: Path, meta: dict, keep_last: int):
+        self.accelerator, self.run_dir, self.meta, self.keep_last = accelerator, run_dir, meta, keep_last
+
+    def before_publish(self, tmp: Path) -> None:
+        """Called mid-write (main process), after the model files, before the manifest."""
+
+    def save(self, step: int, trainer_state: dict) -> Path:
+        return save_checkpoint(self.accelerator, self.run_dir, step, trainer_state, self.meta, self.keep_last,
+                               before_publish=self.before_publish)
+
+    def restore(self, ck: Path) -> dict:
+        """Check ``ck`` matches this run, load the Accelerate state; return the trainer state dict."""
+        check_compatible(read_checkpoint_json(ck, "meta.json"), self.meta, ck)
+        self.accelerator.load_state(str(ck / "accelerate"))
+        return read_checkpoint_json(ck, "trainer_state.json")

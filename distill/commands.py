@@ -49,12 +49,12 @@ def cmd_train(args) -> int:
 def cmd_embed(args) -> int:
     cfg = load_config(args.config, args.overrides)
     from distill.data import load_pairs
+    from distill.rundata import pick_device
     from distill.targets import compute_targets
 
     pairs = load_pairs(cfg.data).dataset
-    device = "cuda" if (torch.cuda.is_available() and not cfg.train.cpu) else "cpu"
     targets = compute_targets(cfg.teachers, list(pairs["question"]), list(pairs["answer"]),
-                              cfg.targets.store_dir, device=device, progress=cfg.logging.progress)
+                              cfg.targets.store_dir, device=pick_device(cfg), progress=cfg.logging.progress)
     if int(os.environ.get("RANK", "0")) != 0:  # every rank took part; one reports
         return 0
     for name, d in targets.dims.items():
@@ -79,64 +79,48 @@ def load_run(run_dir: str | Path) -> tuple[Config, Path]:
     return cfg, run_dir
 
 
-def _run_pairs(cfg: Config, progress: bool):
-    """The run's pairs, its train/held-out split and every pair's targets (through the store)."""
-    from distill.data import load_pairs, split_indices
-    from distill.targets import compute_targets
-
-    pairs = load_pairs(cfg.data).dataset
-    qs, ans = list(pairs["question"]), list(pairs["answer"])
-    train_idx, held_idx = split_indices(qs, cfg.data.holdout_fraction, cfg.data.split_seed)
-    targets = compute_targets(cfg.teachers, qs, ans, cfg.targets.store_dir, progress=progress)
-    return qs, ans, train_idx, held_idx, targets
-
-
 def _student(run_dir: Path):
     from distill.student import Student
 
     return Student.from_pretrained(run_dir / "student")
 
 
-def _student_inputs(cfg: Config, student, questions: list[str], targets) -> torch.Tensor:
-    if student.input_mode == "tokens":
-        from distill.train import token_inputs
-
-        return token_inputs(cfg, questions)[0]
-    return targets.q[student.input_teacher]
-
-
 def cmd_eval(args) -> int:
     cfg, run_dir = load_run(args.run_dir)
-    from distill.data import load_pairs
-    from distill.evaluate import evaluate_spaces, format_table
-    from distill.targets import compute_targets
-    from distill.train import predict_all
+    from distill.evaluate import format_table
+    from distill.evaluator import Evaluator
+    from distill.rundata import load_run_data
 
     student = _student(run_dir)
-    qs, ans, train_idx, held_idx, all_t = _run_pairs(cfg, cfg.logging.progress)
-    train_t = all_t.select(train_idx)
+    data = load_run_data(cfg, cfg.logging.progress, mode="store")
     if args.data:
-        data_cfg = replace(cfg.data, path=args.data, format="auto", categories=None, max_pairs=None)
-        other = load_pairs(data_cfg).dataset
-        eq, ea = list(other["question"]), list(other["answer"])
-        eval_t = compute_targets(cfg.teachers, eq, ea, cfg.targets.store_dir, progress=cfg.logging.progress)
-        split = str(args.data)
+        x, split_t, split, n = _other_data(cfg, student, args.data)
     else:
-        eq = [qs[i] for i in held_idx]
-        eval_t = all_t.select(held_idx)
-        split = "heldout"
-    x = _student_inputs(cfg, student, eq, eval_t)
-    preds = predict_all(student, x, cfg.eval.batch_size, "cpu")
-    results = evaluate_spaces(preds, eval_t.q, eval_t.a, train_t.q, train_t.a, ks=tuple(cfg.eval.recall_at),
-                              ridge_lambda=cfg.eval.ridge_lambda)
+        x, split_t, split, n = data.held_x, data.held, "heldout", len(data.held_idx)
+    ev = Evaluator(x, split_t, data.train, tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size)
+    results = ev.evaluate(student, "cpu")
     print(format_table(results, student.input_teacher))
     out = Path(args.out) if args.out else run_dir / "eval.json"
     from distill.checkpoint import write_json_atomic
 
-    write_json_atomic(out, {"split": split, "pairs": len(eq), "input_teacher": student.input_teacher,
+    write_json_atomic(out, {"split": split, "pairs": n, "input_teacher": student.input_teacher,
                             "results": results})
     print(f"wrote {out}")
     return 0
+
+
+def _other_data(cfg: Config, student, path: str):
+    """``distill eval --data FILE``: every pair of another file, its targets through the store."""
+    from distill.data import load_pairs
+    from distill.rundata import token_inputs
+    from distill.targets import compute_targets
+
+    data_cfg = replace(cfg.data, path=path, format="auto", categories=None, max_pairs=None)
+    other = load_pairs(data_cfg).dataset
+    eq, ea = list(other["question"]), list(other["answer"])
+    eval_t = compute_targets(cfg.teachers, eq, ea, cfg.targets.store_dir, progress=cfg.logging.progress)
+    x = token_inputs(cfg, eq)[0] if student.input_mode == "tokens" else eval_t.q[student.input_teacher]
+    return x, eval_t, str(path), len(eq)
 
 
 def cmd_predict(args) -> int:
@@ -145,12 +129,13 @@ def cmd_predict(args) -> int:
         raise RunDirError(f"--top-k must be >= 1, got {args.top_k}")
     import torch.nn.functional as F
 
+    from distill.rundata import load_run_data, token_inputs
+
     student = _student(run_dir)
-    _, ans, train_idx, _, targets = _run_pairs(cfg, progress=False)
-    bank = targets.select(train_idx)
+    data = load_run_data(cfg, progress=False, mode="store")
     space = student.input_teacher
     if student.input_mode == "tokens":
-        x = _student_inputs(cfg, student, [args.question], None)
+        x = token_inputs(cfg, [args.question])[0]
     else:
         from teachers import load_teacher
 
@@ -158,13 +143,13 @@ def cmd_predict(args) -> int:
         x = load_teacher(spec, device="cpu").encode([args.question], role="query")
     with torch.no_grad():
         pred = student(x)[space]
-    scores = F.normalize(pred.float(), dim=-1) @ F.normalize(bank.a[space], dim=-1).T
+    scores = F.normalize(pred.float(), dim=-1) @ F.normalize(data.train.a[space], dim=-1).T
     top = torch.topk(scores[0], k=min(args.top_k, scores.shape[1]))
-    answers = [ans[i] for i in train_idx]
+    answers = [data.answers[i] for i in data.train_idx]
+    hits = [{"rank": r, "score": s, "answer": answers[i]}
+            for r, (s, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1)]
     print(f"question: {args.question}")
-    for rank, (s, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):
-        print(f"{rank:>2}. [{s:.3f}] {answers[i]}")
-    print(json.dumps({"question": args.question, "answers": [
-        {"rank": r, "score": s, "answer": answers[i]}
-        for r, (s, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1)]}))
+    for h in hits:
+        print(f"{h['rank']:>2}. [{h['score']:.3f}] {h['answer']}")
+    print(json.dumps({"question": args.question, "answers": hits}))
     return 0

@@ -25,6 +25,7 @@ from typing import Any, Literal, Optional
 import yaml
 
 from distill.curriculum import CurriculumConfig
+from distill.errors import RunDirError
 from distill.losses import LossConfig
 from distill.schema import ConfigError, build, join, to_dict, unknown_key_error
 from lattice.config import LatticeConfig
@@ -182,6 +183,21 @@ class TrainSection:
             raise ValueError(
                 f"batch_size: {self.batch_size} is not divisible by grad_accum={self.grad_accum}"
             )
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """A run without --resume must not write over an existing run directory."""
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise RunDirError(f"run directory {run_dir} already exists; pass --resume to continue it, "
+                          "or choose another run.name")
+
+
+def check_world(train: TrainSection, world: int) -> str | None:
+    """Why ``world`` processes cannot split the global batch (each rank takes batch_size/world
+    examples, in grad_accum micro-batches), or None. Shared by the trainer and ``distill launch``."""
+    if train.batch_size % (world * train.grad_accum):
+        return f"{train.batch_size} is not divisible by {world} processes x train.grad_accum {train.grad_accum}"
+    return None
 
 
 @dataclass

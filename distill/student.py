@@ -43,6 +43,47 @@ class Head(nn.Module):
         return self.net(z)
 
 
+class TeacherInput(nn.Module):
+    """input: teacher -- x is the input teacher's question embedding (B, d_teacher), used as is."""
+
+    def __init__(self, student: Student):
+        super().__init__()
+        self.dim = student.teacher_dims[student.input_teacher]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+class TokenInput(nn.Module):
+    """input: tokens -- x is (B, L) token ids (pad_id padded) -> mean token embedding (B, token_dim)."""
+
+    def __init__(self, student: Student):
+        super().__init__()
+        if student.vocab_size < 1:
+            raise ValueError("vocab_size: a token-input student needs the tokenizer's vocabulary size")
+        self.dim = student.token_dim
+        self.embed = nn.EmbeddingBag(student.vocab_size, student.token_dim, mode="mean", padding_idx=student.pad_id)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x)
+
+
+# The student's input modes (``student.input`` in the config). A new mode is one class plus one line.
+INPUT_ADAPTERS: dict[str, type[nn.Module]] = {"teacher": TeacherInput, "tokens": TokenInput}
+
+
+def section_config(section, input_teacher: str) -> dict:
+    """The student's fields from the config's ``student`` section (a ``StudentSection``), as the
+    student records them: residual applies to teacher input only; the lattice without the sizes
+    only the data fixes. This is also what a resume must match, as far as the config tells."""
+    lattice = section.lattice.to_dict()
+    lattice.pop("input_dim", None)
+    lattice.pop("output_dim", None)
+    return {"input_teacher": input_teacher, "input_mode": section.input,
+            "residual": section.residual and section.input == "teacher", "skip": section.skip,
+            "head_hidden": section.head_hidden, "token_dim": section.token_dim, "lattice": lattice}
+
+
 class Student(nn.Module):
     """Predicts every teacher's answer embedding from a question.
 
@@ -51,6 +92,9 @@ class Student(nn.Module):
         input_teacher: the teacher whose question embedding (or tokenizer) is the input.
         input_mode: "teacher" (x: (B, d_input) float) or "tokens" (x: (B, L) token ids, pad_id padded).
         lattice: the lattice config; input_dim/output_dim are filled in here.
+
+    The defaults are the config's (``distill.config.StudentSection``); the trainer builds a
+    student with :meth:`from_section`, and ``student.json`` is :meth:`student_config`.
     """
 
     def __init__(
@@ -60,7 +104,7 @@ class Student(nn.Module):
         lattice: LatticeConfig,
         input_mode: str = "teacher",
         residual: bool = True,
-        skip: bool = False,
+        skip: bool = True,
         head_hidden: int = 0,
         vocab_size: int = 0,
         token_dim: int = 128,
@@ -76,13 +120,10 @@ class Student(nn.Module):
         self.vocab_size = vocab_size
         self.token_dim = token_dim
         self.pad_id = pad_id
-        if input_mode == "tokens":
-            if vocab_size < 1:
-                raise ValueError("vocab_size: a token-input student needs the tokenizer's vocabulary size")
-            self.embed = nn.EmbeddingBag(vocab_size, token_dim, mode="mean", padding_idx=pad_id)
-            d_in = token_dim
-        else:
-            d_in = teacher_dims[input_teacher]
+        if input_mode not in INPUT_ADAPTERS:
+            raise ValueError(f"input: unknown input mode {input_mode!r}; choose from {sorted(INPUT_ADAPTERS)}")
+        self.adapter = INPUT_ADAPTERS[input_mode](self)
+        d_in = self.adapter.dim
         d_lat = lattice.output_dim or d_in
         self.lattice_config = replace(lattice, input_dim=d_in, output_dim=d_lat)
         self.lattice = Lattice3D(self.lattice_config)
@@ -96,10 +137,17 @@ class Student(nn.Module):
             # Zero-initialised so the untrained residual student is exactly the identity baseline.
             self.skips = nn.ModuleDict({name: Head(d_in, d, 0, zero_init=True) for name, d in teacher_dims.items()})
 
+    @classmethod
+    def from_section(cls, section, teacher_dims: dict[str, int], input_teacher: str, vocab_size: int = 0,
+                     pad_id: int = 0) -> Student:
+        """Build from the config's ``student`` section (a ``StudentSection``) plus what only the
+        data knows: the teachers' dimensions and, for token input, the tokenizer's size and pad id."""
+        conf = section_config(section, input_teacher)
+        return cls(teacher_dims=teacher_dims, lattice=section.lattice, vocab_size=vocab_size, pad_id=pad_id,
+                   **{k: v for k, v in conf.items() if k != "lattice"})
+
     def encode_input(self, x: torch.Tensor) -> torch.Tensor:
-        if self.input_mode == "tokens":
-            return self.embed(x)
-        return x
+        return self.adapter(x)
 
     def forward(self, x: torch.Tensor, steps: int | None = None) -> dict[str, torch.Tensor]:
         """x: (B, d_input) or (B, L) token ids -> {teacher: (B, d_teacher)}."""
@@ -129,6 +177,8 @@ class Student(nn.Module):
     # -- export: loads with torch + safetensors + lattice, no training code ------------------------
 
     def student_config(self) -> dict:
+        """The export's student.json: the config section's fields (resolved), the teacher
+        dimensions, the tokenizer facts and the built lattice's full config."""
         return {
             "teacher_dims": self.teacher_dims,
             "input_teacher": self.input_teacher,
@@ -159,5 +209,8 @@ class Student(nn.Module):
     def from_pretrained(cls, path: str | Path) -> Student:
         path = Path(path)
         model = cls.from_config(json.loads((path / "student.json").read_text()))
-        model.load_state_dict(load_file(str(path / "student.safetensors")))
+        state = load_file(str(path / "student.safetensors"))
+        # Exports from before the input adapters held the token embedding at the top level.
+        state = {("adapter." + k if k.startswith("embed.") else k): v for k, v in state.items()}
+        model.load_state_dict(state)
         return model.eval()

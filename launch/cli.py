@@ -111,10 +111,10 @@ def _overrides(args) -> list[str]:
 
 def _check_world(cfg, world: int) -> None:
     """The training loop splits the global batch over processes x accumulation steps."""
-    t = cfg.train
-    if t.batch_size % (world * t.grad_accum):
-        raise LaunchError("--procs-per-node", f"train.batch_size {t.batch_size} is not divisible by "
-                                              f"{world} processes x train.grad_accum {t.grad_accum}")
+    from distill.config import check_world
+
+    if problem := check_world(cfg.train, world):
+        raise LaunchError("--procs-per-node", f"train.batch_size {problem}")
 
 
 def cmd_launch(args) -> int:
@@ -185,10 +185,12 @@ def _local(args, cfg, plan: Plan) -> int:
         raise LaunchError("--node-rank", f"is needed to run node commands with --nodes {c.nodes} "
                                          "(or --dry-run to print every node's, --slurm, --hostfile)")
     if c.node_rank in (None, 0):
-        # Node 0 holds the run directory: refuse an existing run now, not after the embed phase.
-        from distill.train import prepare_run_dir
+        # Node 0 holds the run directory: refuse an existing run now, not after the embed phase
+        # (a resume's checkpoint is verified by the trainer, which falls back or refuses).
+        if not args.resume:
+            from distill.config import check_new_run_dir
 
-        prepare_run_dir(cfg, args.resume)
+            check_new_run_dir(cfg.run_dir)
     from launch.runner import run_sequence
 
     commands = plan.node_commands(c.node_rank)

@@ -7,6 +7,7 @@ from safetensors.torch import load_file
 
 from teachers import TargetStore, build_targets
 from tests.distill.e2e import accelerate_cmd, free_port, run, scalars, tiny_setup
+from tests.faults import fault_env
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +24,7 @@ def test_online_zero3_two_ranks_matches_store_and_trains(tmp_path):
     cfg.write_text(yaml.safe_dump(conf))
     dump = tmp_path / "dump"
     r = run(accelerate_cmd(2, "train", str(cfg), port=free_port()), cwd=tmp_path,
-            env={"DISTILL_DUMP_TARGETS": str(dump)})
+            env=fault_env(f"dump_targets={dump}"))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-5000:]
     assert "zero3 on 2 process(es)" in r.stderr
     run_dir = tmp_path / "runs" / "tiny"

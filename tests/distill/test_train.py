@@ -9,6 +9,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from tests.distill.e2e import accelerate_cmd, distill_cmd, free_port, run, scalars, tiny_setup
+from tests.faults import fault_env
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +84,7 @@ def test_resume_after_stop_reproduces_uninterrupted_losses(trained, tmp_path):
     full = scalars(root / "runs" / "tiny", "loss/total")
     # Same config, a fresh run that dies at the start of step 8 (after the step-8 checkpoint).
     r = run(distill_cmd("train", str(cfg), "--set", "run.name=stopped"), cwd=root,
-            env={"DISTILL_FAULT_RANK_EXIT": "0:8"})
+            env=fault_env("rank_exit=0:8"))
     assert r.returncode == 13, r.stderr[-2000:]
     run_dir = root / "runs" / "stopped"
     assert (run_dir / "checkpoints" / "latest").read_text().strip() == "step_00000008"

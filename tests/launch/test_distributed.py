@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.faults import fault_env
 from tests.launch.conftest import free_port, launch_cmd, run_launch
 
 pytestmark = pytest.mark.slow
@@ -86,7 +87,7 @@ def test_two_nodes_on_localhost_train_one_run(tmp_path, tiny):
 def test_a_dying_rank_fails_the_local_job(tmp_path, tiny):
     """Rank 1 of 2 exits (os._exit(13)) at step 2: the launch exits non-zero, well before any timeout."""
     proc, secs = run_launch([str(tiny), "--cpu", "--procs-per-node", "2", "--no-embed"], cwd=tmp_path,
-                            env={"DISTILL_FAULT_RANK_EXIT": "1:2"}, timeout=240)
+                            env=fault_env("rank_exit=1:2"), timeout=240)
     assert proc.returncode != 0
     assert secs < 120
     assert "exitcode  : 13" in proc.stderr  # torchrun's report names the rank that died
@@ -97,7 +98,7 @@ def test_a_dying_rank_fails_both_nodes(tmp_path, tiny):
     """Node 1's only rank dies: node 0's rank loses its peer in a collective and both launchers
     exit non-zero; neither waits for the 60 s timeout, let alone torch's 30 min default."""
     t0 = time.monotonic()
-    procs = start_nodes(tmp_path, tiny, "--no-embed", env={"DISTILL_FAULT_RANK_EXIT": "1:2"})
+    procs = start_nodes(tmp_path, tiny, "--no-embed", env=fault_env("rank_exit=1:2"))
     results = wait_all(procs, timeout=240)
     assert time.monotonic() - t0 < 120
     assert all(code != 0 for code, _ in results), [code for code, _ in results]

@@ -17,6 +17,7 @@ import time
 import pytest
 
 from distill.checkpoint import find_resume_checkpoint, list_checkpoints, read_latest, verify_checkpoint
+from tests.faults import fault_env
 from tests.reliability.conftest import (
     MAX_STEPS,
     assert_losses_match,
@@ -38,9 +39,9 @@ def test_sigkill_mid_write_and_at_random_moments_resumes_to_identical_losses(bas
     cks = run_dir / "checkpoints"
     tmp8 = cks / ".tmp-step_00000008"
 
-    # 1. Kill inside the step-8 write. The test hook holds the write open (files in the
+    # 1. Kill inside the step-8 write. A faulty checkpointer (tests/faults.py) holds the write open (files in the
     #    temporary directory, no manifest yet) so the kill lands there every time.
-    p = start(train_args(b, name), b.root, tmp_path / "first.log", env={"DISTILL_FAULT_CKPT_PAUSE": "8:120"})
+    p = start(train_args(b, name), b.root, tmp_path / "first.log", env=fault_env("ckpt_pause=8:120"))
     wait_for(lambda: (tmp8 / "accelerate" / "random_states_0.pkl").exists(), p, what="the step-8 write")
     p.kill()
     assert finish(p) == -9

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from distill.checkpoint import list_checkpoints, read_latest, verify_checkpoint
 from tests.distill.e2e import distill_cmd, run, scalars
+from tests.faults import fault_env, faulty_build
 from tests.reliability.conftest import MAX_STEPS, THREADS, assert_losses_match, resumed_step, train_args
 
 pytestmark = pytest.mark.slow
@@ -23,7 +24,7 @@ def test_run_of_nonfinite_losses_stops_with_last_good_checkpoint_intact(baseline
     run_dir = b.run_dir_of("diverged")
     # Loop steps 5, 6, 7 (0-based) give NaN: logged steps 6, 7, 8; the third in a row stops.
     r = run(distill_cmd(*train_args(b, "diverged", "train.max_nonfinite=3")), cwd=b.root,
-            env={**THREADS, "DISTILL_FAULT_NAN_STEPS": "5,6,7"})
+            env={**THREADS, **fault_env("nan_steps=5,6,7")})
     assert r.returncode == 1, r.stderr[-3000:]
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
@@ -57,7 +58,7 @@ def one_thread():
 
 
 def test_isolated_nonfinite_loss_and_gradient_are_skipped_and_counted(baseline, monkeypatch, capsys, one_thread):
-    """In process: the loss of loop step 2 is NaN (test hook), and at loop step 6 the loss is
+    """In process: the loss of loop step 2 is NaN (a faulty loss from tests/faults.py), and at loop step 6 the loss is
     finite but one gradient is +inf (injected just before clipping). Both steps are skipped,
     counted, and training finishes with finite weights."""
     import accelerate
@@ -76,7 +77,7 @@ def test_isolated_nonfinite_loss_and_gradient_are_skipped_and_counted(baseline, 
         return original(self, parameters, max_norm, norm_type)
 
     monkeypatch.setattr(accelerate.Accelerator, "clip_grad_norm_", poisoned_clip)
-    monkeypatch.setenv("DISTILL_FAULT_NAN_STEPS", "2")
+    monkeypatch.setattr("distill.train.build_recipe", faulty_build("nan_steps=2"))
     monkeypatch.chdir(baseline.root)
     run_dir = baseline.run_dir_of("blips")
     rc = cli.main(train_args(baseline, "blips"))

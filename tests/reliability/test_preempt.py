@@ -16,6 +16,7 @@ import pytest
 
 from distill.checkpoint import list_checkpoints, read_latest, verify_checkpoint
 from tests.distill.e2e import distill_cmd, run
+from tests.faults import fault_env
 from tests.reliability.conftest import (
     MAX_STEPS,
     THREADS,
@@ -38,7 +39,7 @@ def preempted(baseline, tmp_path_factory):
     logs = tmp_path_factory.mktemp("preempt-logs")
     name = "preempted"
     cks = b.run_dir_of(name) / "checkpoints"
-    p = start(train_args(b, name), b.root, logs / "run.log", env={"DISTILL_FAULT_CKPT_PAUSE": "4:3"})
+    p = start(train_args(b, name), b.root, logs / "run.log", env=fault_env("ckpt_pause=4:3"))
     ports = []
     try:
         wait_for(lambda: (cks / ".tmp-step_00000004" / "accelerate").is_dir(), p, what="the step-4 write")

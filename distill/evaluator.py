@@ -1,0 +1,57 @@
+"""The evaluator: the held-out split, its baselines (computed once) and the student's metrics.
+
+Built once per run; ``evaluate(student)`` runs the student over the held-out inputs and returns
+``{teacher: {"student": metrics, "identity": ..., "ridge": ...}}`` (the shape of eval.json).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from distill.evaluate import evaluate_spaces, retrieval_metrics
+from distill.targets import Targets
+
+
+@torch.no_grad()
+def predict_all(student, inputs: torch.Tensor, batch_size: int, device) -> dict[str, torch.Tensor]:
+    """inputs: (N, ...) student inputs -> {teacher: (N, d) float32 on CPU}, in eval mode, batched."""
+    was_training = student.training
+    student.eval()
+    outs: dict[str, list[torch.Tensor]] = {}
+    for i in range(0, len(inputs), batch_size):
+        for k, v in student(inputs[i : i + batch_size].to(device)).items():
+            outs.setdefault(k, []).append(v.float().cpu())
+    student.train(was_training)
+    return {k: torch.cat(v) for k, v in outs.items()}
+
+
+class Evaluator:
+    """Student metrics on one split, beside the identity and ridge baselines it must beat.
+
+    x: (N, ...) student inputs of the split; split: its targets; train: the training split's
+    targets the ridge baseline is fitted on (None: identity baseline only, as in online mode,
+    which never holds the whole training split's targets).
+    """
+
+    def __init__(self, x: torch.Tensor, split: Targets, train: Targets | None, ks: tuple[int, ...],
+                 ridge_lambda: float, batch_size: int):
+        self.x, self.split, self.ks, self.batch_size = x, split, tuple(ks), batch_size
+        names = list(split.a)
+        self.baselines = evaluate_spaces({n: split.q[n] for n in names}, {n: split.q[n] for n in names}, split.a,
+                                         train.q if train is not None else None,
+                                         train.a if train is not None else None,
+                                         ks=self.ks, ridge_lambda=ridge_lambda)
+
+    def evaluate(self, student, device="cpu") -> dict:
+        preds = predict_all(student, self.x, self.batch_size, device)
+        res = {}
+        for n in self.split.a:
+            res[n] = {"student": retrieval_metrics(preds[n], self.split.a[n], self.ks)}
+            res[n].update({k: v for k, v in self.baselines[n].items() if k != "student"})
+        return res
+
+
+def pick_metric(results: dict, name: str, input_teacher: str) -> float:
+    """``eval.metric`` ("recall@1", or "teacher/recall@1") read from evaluate()'s results."""
+    teacher, _, metric = name.rpartition("/")
+    return results[teacher or input_teacher]["student"][metric]

@@ -1,8 +1,8 @@
 """The ``distill`` command line: train, embed, eval, predict, launch.
 
 Exit status: 0 success, 2 bad input (config, data, arguments, run directory), 1 a failure while
-running (a failed write, diverged training), 3 a subcommand that is not built yet, 75 training
-pre-empted by SIGTERM after a clean checkpoint.
+running (a failed write, diverged training), 75 training pre-empted by SIGTERM after a clean
+checkpoint.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import logging
 import sys
 
 EXIT_BAD_INPUT = 2
-EXIT_NOT_BUILT = 3
 
 logger = logging.getLogger("distill")
 
@@ -24,7 +23,8 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
+    """The parser; ``launch_options`` adds ``distill launch``'s own options (only parsed for it)."""
     parser = argparse.ArgumentParser(
         prog="distill",
         description="Distributed multi-teacher distillation into a Lattice3D student.",
@@ -64,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compose the accelerate launch command(s) for a run and run them.")
     p.add_argument("config", help="run config YAML")
     p.set_defaults(func="launch.cli:cmd_launch", launch_parser=p)
+    if launch_options:
+        from launch.cli import add_launch_arguments
+
+        add_launch_arguments(p)
     return parser
 
 
@@ -76,13 +80,8 @@ def _resolve(spec: str):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
     # `launch` forwards unknown options and everything after `--` to its own parser.
-    if argv and argv[0] == "launch":
-        from launch.cli import add_launch_arguments
-
-        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        add_launch_arguments(sub.choices["launch"])
+    parser = build_parser(launch_options=bool(argv) and argv[0] == "launch")
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -99,8 +98,6 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(err, 1)
     except UserError as err:
         return _fail(err, EXIT_BAD_INPUT)
-    except NotImplementedError as err:
-        return _fail(err, EXIT_NOT_BUILT)
     except OSError as err:  # a failed write (disk full, permissions): say what failed, exit 1
         return _fail(err, 1)
     except Exception as err:

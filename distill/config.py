@@ -34,11 +34,6 @@ from teachers.spec import TeacherSpec
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PRESET_DIRS = [PROJECT_ROOT / "configs" / "teachers"]
 DATA_FORMATS = ("auto", "jsonl", "json", "csv", "parquet", "dataset")
-# Decoder-only model types whose first token sees nothing of the text: cls pooling is meaningless.
-CAUSAL_MODEL_TYPES = frozenset(
-    {"gpt2", "gpt_neo", "gptj", "gpt_neox", "llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2",
-     "gemma3", "phi", "phi3", "falcon", "opt", "bloom", "olmo", "olmo2", "starcoder2"}
-)
 
 
 @dataclass
@@ -476,7 +471,12 @@ def check_teacher_source(t: TeacherSpec, path: str, config_dir: Path | None) -> 
             "set trust_remote_code: true for this teacher only if you trust that code",
         )
     model_type = str(hf.get("model_type", ""))
-    if t.pooling == "cls" and model_type in CAUSAL_MODEL_TYPES:
+    # The teachers' own test of "decoder-only": one definition of causal for both.
+    from types import SimpleNamespace
+
+    from teachers.teacher import _is_causal
+
+    if t.pooling == "cls" and _is_causal(SimpleNamespace(model_type=model_type)):
         raise ConfigError(
             join(path, "pooling"),
             f"'cls' pools the first token, which the causal decoder '{model_type}' computes without seeing "

@@ -6,7 +6,7 @@
 record index otherwise). Every bad row is reported as ``FILE:LINE: problem``; ``on_error``
 decides between stopping at the first one and skipping them with a count.
 
-``split_pairs`` holds out a fraction of the *distinct* questions (case- and
+``split_indices`` holds out a fraction of the *distinct* questions (case- and
 whitespace-insensitive), so no question is in both halves, and is the same on every run and
 every rank for the same data and seed.
 """
@@ -218,9 +218,3 @@ def split_indices(questions: list[str], holdout_fraction: float, seed: int) -> t
     held_idx = np.array([i for i, q in enumerate(norm) if q in held], dtype=np.int64)
     train_idx = np.array([i for i, q in enumerate(norm) if q not in held], dtype=np.int64)
     return train_idx, held_idx
-
-
-def split_pairs(ds, holdout_fraction: float, seed: int):
-    """Split a pairs ``Dataset`` into (train, heldout) datasets by distinct question."""
-    train_idx, held_idx = split_indices(ds["question"], holdout_fraction, seed)
-    return ds.select(train_idx), ds.select(held_idx)

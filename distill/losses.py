@@ -7,8 +7,8 @@ Per teacher k the student's head gives pred_k (B, d_k), the target store gives t
 
 How to add a loss term: write ``fn(pred (B, d), target (B, d), ctx: LossContext) -> Tensor`` that
 returns the per-example losses (B,) when ``ctx.reduction == "none"`` and their mean otherwise
-(``_reduce`` does it), add one line to ``LOSS_FNS`` and its name to ``LOSS_TERMS`` (the config
-validates against it; a test checks the two agree).
+(``_reduce`` does it) and add one line to ``LOSS_FNS`` (the config validates against it). A
+teacher weighting is one function and one line in ``WEIGHTING_FNS``.
 
 Nothing here knows about processes: anything distributed is injected (``reduce_mean``).
 """
@@ -26,36 +26,36 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-LOSS_TERMS = ("cosine", "mse", "smooth_l1", "infonce", "relational")
-WEIGHTINGS = ("fixed", "uncertainty", "inverse_loss")
 
 
 @dataclass
 class LossConfig:
     # Loss terms and their weights, applied per teacher: {"cosine": 1.0, "infonce": 0.5}.
-    terms: dict[str, float] = field(default_factory=lambda: {"cosine": 1.0})
+    # (The default is configs/default.yaml's: InfoNCE 0.25 beside cosine.)
+    terms: dict[str, float] = field(default_factory=lambda: {"cosine": 1.0, "infonce": 0.25})
     # InfoNCE temperature.
     temperature: float = 0.05
     # Standardise targets per teacher (mean/std over the training split) for mse / smooth_l1.
     standardize: bool = True
     # How teachers are combined: configured weights, learned uncertainty weights, or
-    # weights from each teacher's running loss.
-    weighting: Literal["fixed", "uncertainty", "inverse_loss"] = "fixed"
+    # weights from each teacher's running loss (a name in WEIGHTING_FNS).
+    weighting: str = "fixed"
     # EMA factor of the running per-teacher loss used by "inverse_loss".
     ema: float = 0.9
 
     def __post_init__(self) -> None:
         if not self.terms:
-            raise ValueError(f"terms: at least one loss term is needed (one of {', '.join(LOSS_TERMS)})")
+            raise ValueError(f"terms: at least one loss term is needed (one of {', '.join(LOSS_FNS)})")
+        # Names are validated against the live registries, defined below.
         for name, w in self.terms.items():
-            if name not in LOSS_TERMS:
-                raise ValueError(f"terms.{name}: unknown loss term; allowed: {', '.join(LOSS_TERMS)}")
+            if name not in LOSS_FNS:
+                raise ValueError(f"terms.{name}: unknown loss term; allowed: {', '.join(LOSS_FNS)}")
             if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
                 raise ValueError(f"terms.{name}: weight must be a number >= 0, got {w!r}")
         if not self.temperature > 0:
             raise ValueError(f"temperature: must be > 0, got {self.temperature!r}")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"weighting: {self.weighting!r} is not one of {', '.join(WEIGHTINGS)}")
+        if self.weighting not in WEIGHTING_FNS:
+            raise ValueError(f"weighting: {self.weighting!r} is not one of {', '.join(WEIGHTING_FNS)}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema: must be in [0, 1), got {self.ema!r}")
 
@@ -182,7 +182,7 @@ def relational_loss(pred: Tensor, target: Tensor, ctx: LossContext) -> Tensor:
 LossFn = Callable[[Tensor, Tensor, LossContext], Tensor]
 
 # Registry: config name -> term. To add a term: write fn(pred, target, ctx) honouring
-# ctx.reduction, add one line here, and add its name to LOSS_TERMS (a test checks they agree).
+# ctx.reduction and add one line here.
 LOSS_FNS: dict[str, LossFn] = {
     "cosine": cosine_loss,
     "mse": mse_loss,
@@ -216,6 +216,49 @@ class LossOutput:
     per_example: Tensor | None = None
 
 
+def weight_fixed(m: MultiTeacherLoss, L: Tensor, a: Tensor, active: list[int]) -> tuple[Tensor, Tensor]:
+    """Configured weights: total = Σ a_k L_k. Returns (effective weights (K,), contributions (K,))."""
+    return a, a * L
+
+
+def weight_uncertainty(m: MultiTeacherLoss, L: Tensor, a: Tensor, active: list[int]) -> tuple[Tensor, Tensor]:
+    """Learned s_k: total = Σ a_k (exp(−s_k) L_k + s_k). s_k is a parameter of the DDP-wrapped
+    module, so DDP averages its gradient a_k(1 − exp(−s_k) L_k) over ranks like any other: every
+    rank steps s identically with no extra communication."""
+    s = m.log_vars
+    return a * torch.exp(-s.detach()), a * (torch.exp(-s) * L + s)
+
+
+def weight_inverse_loss(m: MultiTeacherLoss, L: Tensor, a: Tensor, active: list[int]) -> tuple[Tensor, Tensor]:
+    """ŵ_k ∝ a_k / EMA_k(L̄), normalised over the active teachers; total = Σ ŵ_k L_k.
+
+    The EMA is a buffer, which DDP does not average, so its input is the rank-averaged L̄
+    (``reduce_mean``): the one cross-rank step the loss takes itself."""
+    if m.training:
+        L_bar = m.reduce_mean(L.detach())
+        # A non-finite loss must not poison the running average for the rest of the run.
+        ok = torch.isfinite(L_bar)
+        beta = m.cfg.ema
+        updated = torch.where(m.ema_initialized, beta * m.ema_loss + (1 - beta) * L_bar, L_bar)
+        m.ema_loss.copy_(torch.where(ok, updated, m.ema_loss))
+        m.ema_initialized |= ok
+    # Before any update (evaluation from scratch) the configured weights are used.
+    inv = torch.where(m.ema_initialized, 1.0 / m.ema_loss.clamp_min(1e-8), torch.ones_like(m.ema_loss))
+    w = a * inv
+    if active:
+        w = w / w.sum()
+    return w, w * L
+
+
+WeightingFn = Callable[["MultiTeacherLoss", Tensor, Tensor, list], tuple[Tensor, Tensor]]
+# Registry: config name -> fn(loss module, L (K,), a (K,), active indices) -> (weights, contributions).
+WEIGHTING_FNS: dict[str, WeightingFn] = {
+    "fixed": weight_fixed,
+    "uncertainty": weight_uncertainty,
+    "inverse_loss": weight_inverse_loss,
+}
+
+
 class MultiTeacherLoss(nn.Module):
     """The distillation loss over all teachers.
 
@@ -234,11 +277,11 @@ class MultiTeacherLoss(nn.Module):
       accumulation — and starts at the first finite value seen. Each teacher then contributes
       in proportion to w_k, whatever its loss scale. In eval mode it is read, not updated.
 
-    Distributed: ``reduce_mean`` (default identity; the trainer passes an all-reduce mean) is
-    applied, in training mode only, to every statistic that feeds the loss — the EMA inputs
-    of inverse_loss, and the L_k in the gradient of s_k for uncertainty — so all ranks keep
-    identical weights with no other communication. In training mode with those weightings every
-    rank must therefore call forward equally often (the training loop does anyway).
+    Distributed: the trainer wraps this module with the student in DDP, which averages every
+    gradient (the network's and uncertainty's s_k alike). The one statistic DDP does not sync
+    is inverse_loss's EMA buffer: its input goes through ``reduce_mean`` (default identity; the
+    trainer passes an all-reduce mean), in training mode only, so every rank must then call
+    forward equally often (the training loop does anyway).
     Losses are computed in float32 whatever the dtype of the heads.
     """
 
@@ -339,38 +382,7 @@ class MultiTeacherLoss(nn.Module):
         L = torch.stack(losses)  # (K,)
         a = a.to(L.device)
 
-        if self.cfg.weighting == "fixed":
-            w = a
-            contrib = w * L
-        elif self.cfg.weighting == "uncertainty":
-            s = self.log_vars
-            w = a * torch.exp(-s.detach())
-            if self.training:
-                # Value Σ a(exp(−s)L + s); gradient for the network exp(−s)·∂L_local (averaged
-                # by DDP like any other), gradient for s from the rank-averaged L̄, so every
-                # rank steps s identically although this module is not DDP-wrapped.
-                L_bar = self.reduce_mean(L.detach())
-                e = torch.exp(-s.detach())
-                contrib = a * (e * L + torch.exp(-s) * L_bar - e * L_bar + s)
-            else:
-                contrib = a * (torch.exp(-s) * L + s)
-        else:  # inverse_loss
-            if self.training:
-                L_bar = self.reduce_mean(L.detach())
-                # A non-finite loss must not poison the running average for the rest of the run.
-                ok = torch.isfinite(L_bar)
-                beta = self.cfg.ema
-                updated = torch.where(self.ema_initialized, beta * self.ema_loss + (1 - beta) * L_bar, L_bar)
-                self.ema_loss.copy_(torch.where(ok, updated, self.ema_loss))
-                self.ema_initialized |= ok
-            # Before any update (evaluation from scratch) the configured weights are used.
-            inv = torch.where(self.ema_initialized, 1.0 / self.ema_loss.clamp_min(1e-8),
-                              torch.ones_like(self.ema_loss))
-            w = a * inv
-            if active:
-                w = w / w.sum()
-            contrib = w * L
-
+        w, contrib = WEIGHTING_FNS[self.cfg.weighting](self, L, a, active)
         if active:
             # Only active teachers enter the sum: an inactive teacher's NaN times 0 would be NaN.
             total = sum(contrib[i] for i in active)

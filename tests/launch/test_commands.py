@@ -105,15 +105,15 @@ def test_online_targets_run_only_the_train_phase(capsys, monkeypatch):
     assert phases == ["train"]
 
 
-def test_template_choice_and_deepspeed(capsys, monkeypatch):
+def test_template_choice(capsys, monkeypatch):
     rc, out, _ = launch(capsys, monkeypatch, "configs/default.yaml", "--procs-per-node", "4", "--dry-run",
-                        "--accelerate-config", "gpu_deepspeed_zero3", "--no-embed")
+                        "--accelerate-config", "gpu_multi", "--no-embed")
     assert rc == 0
     argv = shlex.split(commands(out)[0])
-    assert argv[argv.index("--config_file") + 1] == "configs/accelerate/gpu_deepspeed_zero3.yaml"
+    assert argv[argv.index("--config_file") + 1] == "configs/accelerate/gpu_multi.yaml"
 
 
-@pytest.mark.parametrize("name", ["cpu_multi", "gpu_multi", "gpu_deepspeed_zero3"])
+@pytest.mark.parametrize("name", ["cpu_multi", "gpu_multi"])
 def test_templates_are_real_accelerate_configs(name):
     """accelerate's loader rejects unknown keys; the torchrun path needs these values."""
     path = ACCELERATE_CONFIG_DIR / f"{name}.yaml"
@@ -121,11 +121,7 @@ def test_templates_are_real_accelerate_configs(name):
     raw = yaml.safe_load(path.read_text())
     assert cfg.compute_environment.value == "LOCAL_MACHINE"
     assert raw["rdzv_backend"] == "static" and raw["same_network"] is True
-    expected = {"cpu_multi": "MULTI_GPU", "gpu_multi": "MULTI_GPU", "gpu_deepspeed_zero3": "DEEPSPEED"}[name]
-    assert cfg.distributed_type.value == expected
-    if name == "gpu_deepspeed_zero3":
-        assert cfg.deepspeed_config["zero_stage"] == 3
-        assert cfg.deepspeed_config["deepspeed_multinode_launcher"] == "standard"
+    assert cfg.distributed_type.value == "MULTI_GPU"
 
 
 @pytest.mark.parametrize("args, needle", [

@@ -13,7 +13,7 @@ so N processes with global batch B follow the same trajectory as one process wit
 (exactly so for per-example losses; in-batch terms like InfoNCE see each rank's slice).
 
 ``build_recipe(cfg, resume, components)`` takes the pieces a caller may swap (``Components``):
-tests build the recipe with faulty ones (a NaN loss, a checkpointer that stalls mid-write, a
+the student ablation bench swaps the student, tests build the recipe with faulty ones (a NaN loss, a checkpointer that stalls mid-write, a
 source whose rank dies) from ``tests/faults.py``; nothing here knows about faults.
 """
 
@@ -83,6 +83,15 @@ def make_accelerator(cfg: Config, log: bool = True):
                        kwargs_handlers=handlers)
 
 
+def default_student(r: Recipe) -> Student:
+    """The student from the config's ``student`` section and the teachers' dimensions."""
+    try:
+        return Student.from_section(r.cfg.student, r.data.dims, r.cfg.input_teacher().name,
+                                    r.data.vocab_size, r.data.pad_id)
+    except ValueError as err:  # a shape only known once the teachers' widths are (e.g. a hub teacher)
+        raise ConfigError("student.lattice", str(err)) from None
+
+
 def default_loss(r: Recipe) -> nn.Module:
     """The configured multi-teacher loss, standardised on the training answers' statistics."""
     stats = {n: compute_target_stats(r.data.stats_answers[n]) for n in r.names}
@@ -102,6 +111,7 @@ def default_source(r: Recipe) -> TargetSource:
 class Components:
     """Factories for the recipe's swappable pieces; each gets the recipe built so far."""
 
+    student: Callable[[Recipe], Student] = default_student
     loss: Callable[[Recipe], nn.Module] = default_loss
     checkpointer: Callable[[Recipe], ckpt.Checkpointer] = default_checkpointer
     source: Callable[[Recipe], TargetSource] = default_source
@@ -115,11 +125,7 @@ class Recipe:
         self.rank, self.world = accelerator.process_index, accelerator.num_processes
         self.names = [t.name for t in cfg.teachers]
         self.state = TrainState()
-        try:
-            self.student = Student.from_section(cfg.student, data.dims, cfg.input_teacher().name,
-                                                data.vocab_size, data.pad_id)
-        except ValueError as err:  # a shape only known once the teachers' widths are (e.g. a hub teacher)
-            raise ConfigError("student.lattice", str(err)) from None
+        self.student = components.student(self)
         self.sampler = self._sampler()
         self.source = components.source(self)
         self.model = DistillModule(self.student, components.loss(self))

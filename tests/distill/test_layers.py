@@ -58,3 +58,14 @@ def test_layers():
                 if me == COMMANDS and {d for d in deps if d.startswith(RECIPE + ".")} - {RECIPE + ".train"}:
                     bad.append((me, "eval/predict must not borrow the trainer's helpers"))
     assert not bad, bad
+
+
+def test_no_function_in_distill_is_longer_than_80_lines():
+    long = []
+    for path in sorted((ROOT / "distill").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > 80:
+                    long.append(f"{path.name}:{node.name} ({n} lines)")
+    assert not long, long

@@ -3,9 +3,9 @@
 Both variants train through the real recipe (``distill.train``) on the default config restricted
 to its input teacher (all-MiniLM-L6-v2, targets from the store) with uniform sampling: the
 default loss (cosine + 0.25 InfoNCE), lattice, optimiser, batch and step count. "no lattice"
-zeroes and freezes the lattice heads, so only the residual and the linear skip train. Held-out
-Dolly metrics (the run's held-out split, as eval.json reports it) are printed beside the identity
-and ridge baselines the evaluator computes on the same split.
+zeroes and freezes the lattice heads, so only the residual and the linear skip train. Dolly
+test-split metrics (eval.json's ``test``: evaluated once, at the end; the run's decisions read
+validation) are printed beside the identity and ridge baselines computed on the same split.
 
     python bench/student_ablation.py        # from the repository root (fills the store if needed)
 """
@@ -48,7 +48,7 @@ def train_variant(out_dir: Path, name: str, components: Components) -> dict:
     r = build_recipe(cfg, components=components)
     assert run(r, lambda: False) == 0
     r.accelerator.end_training()
-    res = json.loads((cfg.run_dir / "eval.json").read_text())["results"][cfg.input_teacher().name]
+    res = json.loads((cfg.run_dir / "eval.json").read_text())["test"][cfg.input_teacher().name]
     res["student"]["train_s"] = time.perf_counter() - t0
     res["student"]["trainable_parameters"] = sum(p.numel() for p in r.params)
     return res
@@ -63,14 +63,14 @@ def main() -> int:
             "student (lattice + skip + residual)": full["student"],
             "no lattice (skip + residual only)": ablated["student"]}
     cfg = load_config(ROOT / "configs" / "default.yaml")
-    print(f"held-out {cfg.data.path}, teacher space {cfg.input_teacher().name}, {cfg.train.max_steps} steps, "
+    print(f"test split of {cfg.data.path}, teacher space {cfg.input_teacher().name}, {cfg.train.max_steps} steps, "
           f"batch {cfg.train.batch_size}")
     print(f"{'predictor':<38}{'cosine':>8}{'R@1':>8}{'R@5':>8}{'MRR':>8}")
     for k, m in rows.items():
         print(f"{k:<38}{m['cosine']:>8.4f}{m['recall@1']:>8.4f}{m['recall@5']:>8.4f}{m['mrr']:>8.4f}")
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps({"config": "configs/default.yaml (input teacher only, uniform sampling), "
-                                         "trained by distill.train's recipe", "split": "heldout",
+                                         "trained by distill.train's recipe", "split": "test",
                                "results": rows}, indent=2))
     print(f"wrote {OUT.relative_to(ROOT)}")
     return 0

@@ -49,10 +49,11 @@ def cmd_train(args) -> int:
 def cmd_embed(args) -> int:
     cfg = load_config(args.config, args.overrides)
     from distill.data import load_pairs
-    from distill.rundata import pick_device
+    from distill.rundata import pick_device, split_pairs
     from distill.targets import compute_targets
 
     pairs = load_pairs(cfg.data).dataset
+    split_pairs(cfg, list(pairs["question"]))  # bad split fractions fail here, before any store entry
     targets = compute_targets(cfg.teachers, list(pairs["question"]), list(pairs["answer"]),
                               cfg.targets.store_dir, device=pick_device(cfg), progress=cfg.logging.progress)
     if int(os.environ.get("RANK", "0")) != 0:  # every rank took part; one reports
@@ -86,25 +87,28 @@ def _student(run_dir: Path):
 
 
 def cmd_eval(args) -> int:
+    """The run's validation and test splits (as training reported them), or ``--data FILE``
+    evaluated as a test split; baselines fitted on the run's training split."""
     cfg, run_dir = load_run(args.run_dir)
-    from distill.evaluate import format_table
-    from distill.evaluator import Evaluator
+    from distill.evaluator import Evaluator, format_splits
     from distill.rundata import load_run_data
 
     student = _student(run_dir)
     data = load_run_data(cfg, cfg.logging.progress, mode="store")
     if args.data:
-        x, split_t, split, n = _other_data(cfg, student, args.data)
+        x, split_t, n = _other_data(cfg, student, args.data)
+        splits, pairs = {"test": (x, split_t)}, {"test": n}
     else:
-        x, split_t, split, n = data.held_x, data.held, "heldout", len(data.held_idx)
-    ev = Evaluator(x, split_t, data.train, tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size)
-    results = ev.evaluate(student, "cpu")
-    print(format_table(results, student.input_teacher))
+        splits = {s: (getattr(data, s).x, getattr(data, s).targets) for s in ("validation", "test")}
+        pairs = {s: len(getattr(data, s).idx) for s in ("validation", "test")}
+    ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size)
+    results = {s: Evaluator(x, t, data.train, *ev).evaluate(student, "cpu") for s, (x, t) in splits.items()}
+    print(format_splits(results, pairs, student.input_teacher))
     out = Path(args.out) if args.out else run_dir / "eval.json"
     from distill.checkpoint import write_json_atomic
 
-    write_json_atomic(out, {"split": split, "pairs": n, "input_teacher": student.input_teacher,
-                            "results": results})
+    write_json_atomic(out, {"data": str(args.data) if args.data else cfg.data.path, "pairs": pairs,
+                            "input_teacher": student.input_teacher, **results, "results": results["test"]})
     print(f"wrote {out}")
     return 0
 
@@ -120,7 +124,7 @@ def _other_data(cfg: Config, student, path: str):
     eq, ea = list(other["question"]), list(other["answer"])
     eval_t = compute_targets(cfg.teachers, eq, ea, cfg.targets.store_dir, progress=cfg.logging.progress)
     x = token_inputs(cfg, eq)[0] if student.input_mode == "tokens" else eval_t.q[student.input_teacher]
-    return x, eval_t, str(path), len(eq)
+    return x, eval_t, len(eq)
 
 
 def cmd_predict(args) -> int:

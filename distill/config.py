@@ -59,8 +59,12 @@ class DataSection:
     category_field: str = "category"
     # Keep only these categories (None = all).
     categories: Optional[list[str]] = None
-    # Fraction of the distinct questions held out for evaluation.
+    # Three splits by distinct question, the same on every rank and run: the test split
+    # (holdout_fraction), evaluated once at the end and reported; the validation split
+    # (validation_fraction), which every decision of the run reads (early stopping, best
+    # checkpoint, plateau LR); training gets the rest.
     holdout_fraction: float = 0.2
+    validation_fraction: float = 0.1
     split_seed: int = 0
     # Bad rows (empty text, missing field, unparsable line): stop with an error, or skip and count.
     on_error: Literal["stop", "skip"] = "stop"
@@ -72,6 +76,11 @@ class DataSection:
             raise ValueError("path: must name a data file, a datasets directory or builtin:<name>")
         if not 0.0 < self.holdout_fraction < 1.0:
             raise ValueError(f"holdout_fraction: must be in (0, 1), got {self.holdout_fraction!r}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ValueError(f"validation_fraction: must be in (0, 1), got {self.validation_fraction!r}")
+        if self.holdout_fraction + self.validation_fraction >= 1.0:
+            raise ValueError(f"validation_fraction: holdout_fraction + validation_fraction must be < 1 (training "
+                             f"gets the rest), got {self.holdout_fraction!r} + {self.validation_fraction!r}")
         if self.max_pairs is not None and self.max_pairs < 2:
             raise ValueError(f"max_pairs: must be >= 2, got {self.max_pairs!r}")
         if self.question_field == self.answer_field:

@@ -1,4 +1,4 @@
-"""Question→answer pairs: loading from files, validation with locations, a held-out split.
+"""Question→answer pairs: loading from files, validation with locations, train/validation/test splits.
 
 ``load_pairs(cfg.data)`` reads JSONL, JSON, CSV, Parquet or a saved ``datasets`` directory
 (or ``builtin:<name>``, the shipped demo data) into a ``datasets.Dataset`` with the columns
@@ -6,9 +6,9 @@
 record index otherwise). Every bad row is reported as ``FILE:LINE: problem``; ``on_error``
 decides between stopping at the first one and skipping them with a count.
 
-``split_indices`` holds out a fraction of the *distinct* questions (case- and
-whitespace-insensitive), so no question is in both halves, and is the same on every run and
-every rank for the same data and seed.
+``split_indices`` splits the *distinct* questions (case- and whitespace-insensitive) into
+train / validation / test, so no question is in two splits, the same on every run and every
+rank for the same data and seed.
 """
 
 from __future__ import annotations
@@ -201,20 +201,42 @@ def normalise_question(q: str) -> str:
     return _space.sub(" ", q.strip().casefold())
 
 
-def split_indices(questions: list[str], holdout_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (train, heldout) that hold out a fraction of the distinct questions.
+@dataclass
+class Split:
+    """Row indices of the three splits; no normalised question is in two of them."""
 
-    The distinct normalised questions are sorted, permuted with ``seed`` and the first
-    ``round(fraction * n)`` (at least 1, at most n - 1) are held out: the split depends only on
-    the set of questions and the seed, never on file order or on the process.
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+
+
+def split_indices(questions: list[str], test_fraction: float, validation_fraction: float, seed: int) -> Split:
+    """Train / validation / test row indices, by distinct question.
+
+    The distinct normalised questions are sorted and permuted with ``seed``; the first
+    ``round(test_fraction * n)`` are the test split, the next ``round(validation_fraction * n)``
+    the validation split, the rest training: the split depends only on the set of questions and
+    the seed, never on file order or on the process. A split left empty is an error naming the
+    fraction (``ConfigError``).
     """
+    from distill.schema import ConfigError
+
     norm = [normalise_question(q) for q in questions]
     distinct = sorted(set(norm))
-    if len(distinct) < 2:
-        raise DataError(f"the data has {len(distinct)} distinct question(s); a held-out split needs at least 2")
-    n_hold = min(max(1, round(holdout_fraction * len(distinct))), len(distinct) - 1)
-    perm = np.random.default_rng(seed).permutation(len(distinct))
-    held = {distinct[i] for i in perm[:n_hold]}
-    held_idx = np.array([i for i, q in enumerate(norm) if q in held], dtype=np.int64)
-    train_idx = np.array([i for i, q in enumerate(norm) if q not in held], dtype=np.int64)
-    return train_idx, held_idx
+    n = len(distinct)
+    if n < 3:
+        raise DataError(f"the data has {n} distinct question(s); train/validation/test splits need at least 3")
+    n_test, n_val = round(test_fraction * n), round(validation_fraction * n)
+    for key, count, fraction in (("data.holdout_fraction", n_test, test_fraction),
+                                 ("data.validation_fraction", n_val, validation_fraction)):
+        if count < 1:
+            raise ConfigError(key, f"{fraction!r} of {n} distinct questions leaves that split empty")
+    if n - n_test - n_val < 1:
+        raise ConfigError("data.validation_fraction", f"{test_fraction!r} test + {validation_fraction!r} "
+                          f"validation of {n} distinct questions leaves the training split empty")
+    perm = np.random.default_rng(seed).permutation(n)
+    which = {}
+    for rank, i in enumerate(perm):
+        which[distinct[i]] = 2 if rank < n_test else (1 if rank < n_test + n_val else 0)
+    labels = np.array([which[q] for q in norm], dtype=np.int64)
+    return Split(*(np.flatnonzero(labels == k).astype(np.int64) for k in (0, 1, 2)))

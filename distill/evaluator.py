@@ -1,6 +1,7 @@
-"""The evaluator: the held-out split, its baselines (computed once) and the student's metrics.
+"""The evaluator: one evaluated split (validation or test), its baselines (computed once) and the
+student's metrics.
 
-Built once per run; ``evaluate(student)`` runs the student over the held-out inputs and returns
+Built once per split; ``evaluate(student)`` runs the student over the split's inputs and returns
 ``{teacher: {"student": metrics, "identity": ..., "ridge": ...}}`` (the shape of eval.json).
 """
 
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from distill.evaluate import evaluate_spaces, retrieval_metrics
+from distill.evaluate import evaluate_spaces, format_table, retrieval_metrics
 from distill.targets import Targets
 
 
@@ -55,3 +56,10 @@ def pick_metric(results: dict, name: str, input_teacher: str) -> float:
     """``eval.metric`` ("recall@1", or "teacher/recall@1") read from evaluate()'s results."""
     teacher, _, metric = name.rpartition("/")
     return results[teacher or input_teacher]["student"][metric]
+
+
+def format_splits(results: dict[str, dict], pairs: dict[str, int], input_teacher: str) -> str:
+    """The validation and test tables, each under a line naming its split."""
+    why = {"validation": "the run's decisions read it", "test": "evaluated once, at the end; report this"}
+    return "\n".join(f"== {name} split ({pairs[name]} pairs; {why.get(name, 'evaluated')}) ==\n"
+                     + format_table(res, input_teacher) for name, res in results.items())

@@ -88,6 +88,7 @@ class Monitor:
         self.accelerator.log({**logs, "train/samples_per_s": sps}, step=step)
 
     def log_eval(self, step: int, results: dict) -> None:
+        """Validation metrics as eval/<teacher>/<metric>."""
         logs = {f"eval/{n}/{m}": v for n, rows in results.items() for m, v in rows["student"].items()}
         self.accelerator.log(logs, step=step)
 
@@ -106,10 +107,13 @@ class Monitor:
             for n, head in student.heads.items():
                 self.writer.add_histogram(f"heads/{n}/weight", head.net[-1].weight.detach().float().cpu(), step)
 
-    def log_hparams(self, results: dict) -> None:
+    def log_hparams(self, validation: dict, test: dict) -> None:
+        """The config beside the final metrics: hparam/<teacher>/<metric> from the validation
+        split, hparam_test/<teacher>/<metric> from the test split."""
         if self.writer is None:
             return
-        final = {f"hparam/{n}/{m}": v for n, rows in results.items() for m, v in rows["student"].items()}
+        final = {f"hparam/{n}/{m}": v for n, rows in validation.items() for m, v in rows["student"].items()}
+        final.update({f"hparam_test/{n}/{m}": v for n, rows in test.items() for m, v in rows["student"].items()})
         self.writer.add_hparams(flat_hparams(self.cfg), final, run_name="hparams")
         self.writer.flush()
 

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from distill.config import Config
-from distill.data import load_pairs, split_indices
+from distill.data import Split, load_pairs, split_indices
+from distill.schema import ConfigError
 from distill.targets import Targets, compute_targets
 
 ONLINE_STATS_SAMPLE = 1024  # training answers embedded at start for the standardisation statistics
@@ -67,24 +68,48 @@ class OnlineTargets:
 
 
 @dataclass
+class EvalSplit:
+    """One evaluated split: row indices into the pairs, teacher targets, student inputs (N, ...)."""
+
+    idx: np.ndarray
+    targets: Targets
+    x: torch.Tensor
+
+
+@dataclass
 class RunData:
-    """Everything about the pairs a run needs, identical on every rank."""
+    """Everything about the pairs a run needs, identical on every rank.
+
+    validation: what the run's decisions read; test: evaluated once, at the end, and reported.
+    """
 
     questions: list[str]
     answers: list[str]
     train_idx: np.ndarray
-    held_idx: np.ndarray
     train: Targets | None  # teacher targets of the training split (None in online mode)
-    held: Targets  # teacher targets of the held-out split
+    validation: EvalSplit
+    test: EvalSplit
     stats_answers: dict[str, torch.Tensor]  # answer targets the standardisation statistics come from
     source: TargetSource
-    held_x: torch.Tensor  # student inputs of the held-out split
     vocab_size: int = 0  # tokenizer size and pad id, for a token-input student
     pad_id: int = 0
 
     @property
     def dims(self) -> dict[str, int]:
-        return self.held.dims
+        return self.test.targets.dims
+
+
+def split_pairs(cfg: Config, questions: list[str]) -> Split:
+    """The run's three splits, refused (``ConfigError`` naming the fraction, before any teacher runs
+    or anything is written) when a split is empty or too small for the largest recall@k."""
+    split = split_indices(questions, cfg.data.holdout_fraction, cfg.data.validation_fraction, cfg.data.split_seed)
+    k = max(cfg.eval.recall_at)
+    for key, name, idx in (("data.validation_fraction", "validation", split.validation),
+                           ("data.holdout_fraction", "test", split.test)):
+        if len(idx) < k:
+            raise ConfigError(key, f"the {name} split has {len(idx)} pairs, fewer than the {k} that "
+                                   f"recall@{k} (eval.recall_at) ranks among; raise the fraction")
+    return split
 
 
 def token_inputs(cfg: Config, questions: list[str]) -> tuple[torch.Tensor, int, int]:
@@ -113,33 +138,40 @@ def load_run_data(cfg: Config, progress: bool = True, mode: str | None = None) -
     """
     pairs = load_pairs(cfg.data).dataset
     questions, answers = list(pairs["question"]), list(pairs["answer"])
-    train_idx, held_idx = split_indices(questions, cfg.data.holdout_fraction, cfg.data.split_seed)
-    device = pick_device(cfg)
+    split = split_pairs(cfg, questions)
     token_ids, vocab_size, pad_id = None, 0, 0
     if cfg.student.input == "tokens":
         token_ids, vocab_size, pad_id = token_inputs(cfg, questions)
-    input_name = cfg.input_teacher().name
-    if (mode or cfg.targets.mode) == "store":
-        targets = compute_targets(cfg.teachers, questions, answers, cfg.targets.store_dir, device=device,
-                                  progress=progress)
-        train_t, held_t = targets.select(train_idx), targets.select(held_idx)
-        inputs = token_ids if token_ids is not None else targets.q[input_name]
-        source = StoredTargets(inputs[torch.as_tensor(train_idx)], train_t)
-        stats_answers = train_t.a
-        held_x = inputs[torch.as_tensor(held_idx)]
-    else:
-        from teachers import TeacherPool
+    load = _stored if (mode or cfg.targets.mode) == "store" else _online
+    train_t, evals, stats_answers, source = load(cfg, questions, answers, split, token_ids, progress)
+    return RunData(questions, answers, split.train, train_t, evals["validation"], evals["test"], stats_answers,
+                   source, vocab_size, pad_id)
 
-        pool = TeacherPool(cfg.teachers, device=device)
-        held_q, held_a = [questions[i] for i in held_idx], [answers[i] for i in held_idx]
-        held_t = Targets(pool.encode(held_q, role="query", split=True, progress=progress),
-                         pool.encode(held_a, role="answer", split=True, progress=progress))
-        train_q, train_a = [questions[i] for i in train_idx], [answers[i] for i in train_idx]
-        sample = np.random.default_rng(cfg.run.seed).permutation(len(train_idx))[:ONLINE_STATS_SAMPLE]
-        stats_answers = pool.encode([train_a[i] for i in sample], role="answer", split=True)
-        train_t = None
-        source = OnlineTargets(pool, train_q, train_a, input_name,
-                               token_ids[torch.as_tensor(train_idx)] if token_ids is not None else None)
-        held_x = token_ids[torch.as_tensor(held_idx)] if token_ids is not None else held_t.q[input_name]
-    return RunData(questions, answers, train_idx, held_idx, train_t, held_t, stats_answers, source, held_x,
-                   vocab_size, pad_id)
+
+def _stored(cfg: Config, questions, answers, split: Split, token_ids, progress: bool):
+    targets = compute_targets(cfg.teachers, questions, answers, cfg.targets.store_dir, device=pick_device(cfg),
+                              progress=progress)
+    inputs = token_ids if token_ids is not None else targets.q[cfg.input_teacher().name]
+    train_t = targets.select(split.train)
+    evals = {name: EvalSplit(idx, targets.select(idx), inputs[torch.as_tensor(idx)])
+             for name, idx in (("validation", split.validation), ("test", split.test))}
+    return train_t, evals, train_t.a, StoredTargets(inputs[torch.as_tensor(split.train)], train_t)
+
+
+def _online(cfg: Config, questions, answers, split: Split, token_ids, progress: bool):
+    from teachers import TeacherPool
+
+    pool = TeacherPool(cfg.teachers, device=pick_device(cfg))
+    input_name = cfg.input_teacher().name
+    evals = {}
+    for name, idx in (("validation", split.validation), ("test", split.test)):
+        t = Targets(pool.encode([questions[i] for i in idx], role="query", split=True, progress=progress),
+                    pool.encode([answers[i] for i in idx], role="answer", split=True, progress=progress))
+        x = token_ids[torch.as_tensor(idx)] if token_ids is not None else t.q[input_name]
+        evals[name] = EvalSplit(idx, t, x)
+    train_q, train_a = [questions[i] for i in split.train], [answers[i] for i in split.train]
+    sample = np.random.default_rng(cfg.run.seed).permutation(len(split.train))[:ONLINE_STATS_SAMPLE]
+    stats_answers = pool.encode([train_a[i] for i in sample], role="answer", split=True)
+    source = OnlineTargets(pool, train_q, train_a, input_name,
+                           token_ids[torch.as_tensor(split.train)] if token_ids is not None else None)
+    return None, evals, stats_answers, source

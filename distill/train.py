@@ -36,8 +36,7 @@ from distill import checkpoint as ckpt
 from distill.config import Config, check_world, dump_config
 from distill.curriculum import CurriculumSampler, compute_difficulty
 from distill.errors import TrainingDiverged
-from distill.evaluate import format_table
-from distill.evaluator import Evaluator, pick_metric
+from distill.evaluator import Evaluator, format_splits, pick_metric
 from distill.losses import MultiTeacherLoss, compute_target_stats
 from distill.monitor import Monitor
 from distill.rundata import RunData, TargetSource, load_run_data, pick_device
@@ -139,8 +138,10 @@ class Recipe:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.policy = EvalPolicy(self.state, o.schedule, o.plateau_patience, o.plateau_factor,
                                  cfg.train.early_stopping_patience)
-        self.evaluator = Evaluator(data.held_x, data.held, data.train, tuple(cfg.eval.recall_at),
-                                   cfg.eval.ridge_lambda, cfg.eval.batch_size)
+        ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size)
+        # Every decision reads the validation split; the test split is evaluated once, at the end.
+        self.evaluator = Evaluator(data.validation.x, data.validation.targets, data.train, *ev)
+        self.test_evaluator = Evaluator(data.test.x, data.test.targets, data.train, *ev)
         self.checkpointer = components.checkpointer(self)
         self.monitor: Monitor | None = None  # started once the run directory exists
 
@@ -259,7 +260,7 @@ class Recipe:
             logs.update({f"loss/term/{k}": v for k, v in zip(fb["per_term"], reduced[len(self.names):])})
             logs.update({f"teacher_weight/{n}": w for n, w in fb["weights"].items()})
         self.monitor.log_step(self.state.step, loss, logs)
-        self.monitor.log_lattice(self.state.step, self.unwrapped, self.data.held_x, self.device)
+        self.monitor.log_lattice(self.state.step, self.unwrapped, self.data.validation.x, self.device)
 
     # ---- evaluation and the end -----------------------------------------------------------------
 
@@ -272,6 +273,7 @@ class Recipe:
         return step % self.cfg.train.save_every == 0 or step == self.cfg.train.max_steps
 
     def evaluate(self, log: bool = True) -> dict:
+        """The student on the validation split (what the run's decisions read)."""
         results = self.evaluator.evaluate(self.unwrapped, self.device)
         if log:
             self.monitor.log_eval(self.state.step, results)
@@ -280,17 +282,23 @@ class Recipe:
     def metric(self, results: dict) -> float:
         return pick_metric(results, self.cfg.eval.metric, self.cfg.input_teacher().name)
 
-    def finish(self, results: dict) -> None:
-        """Export the student, write eval.json, print the table, log hparams (main process)."""
-        cfg, s = self.cfg, self.state
+    def finish(self, validation: dict) -> None:
+        """Evaluate the test split (once, here), export the student, write eval.json, print both
+        tables, log hparams (main process writes)."""
+        cfg, s, d = self.cfg, self.state, self.data
+        test = self.test_evaluator.evaluate(self.unwrapped, self.device)
         if self.accelerator.is_main_process:
             export_student(self.unwrapped, cfg.run_dir / "student")
-            payload = {"step": s.step, "split": "heldout", "input_teacher": cfg.input_teacher().name,
-                       "results": results, "best_step": s.best_step, "best_metric": s.best_metric,
+            pairs = {"train": len(d.train_idx), "validation": len(d.validation.idx), "test": len(d.test.idx)}
+            payload = {"step": s.step, "input_teacher": cfg.input_teacher().name, "pairs": pairs,
+                       "validation": validation, "test": test,
+                       "results": test,  # the old key (the held-out split is now the test split)
+                       "best_step": s.best_step, "best_metric": s.best_metric, "best_split": "validation",
                        "nonfinite_steps": s.nonfinite_total}
             ckpt.write_json_atomic(cfg.run_dir / "eval.json", payload)
-            print(format_table(results, cfg.input_teacher().name), flush=True)
-            self.monitor.log_hparams(results)
+            print(format_splits({"validation": validation, "test": test}, pairs, cfg.input_teacher().name),
+                  flush=True)
+            self.monitor.log_hparams(validation, test)
         self.accelerator.wait_for_everyone()
 
 
@@ -305,8 +313,9 @@ def build_recipe(cfg: Config, resume: bool = False, components: Components | Non
     resume_from = ckpt.prepare_run_dir(cfg.run_dir, resume)  # before anything is written
     # The teachers run here only if the store lacks an entry (or every step, in online mode).
     data = load_run_data(cfg, progress=cfg.logging.progress and accelerator.is_main_process)
-    logger.info("pairs: %d train, %d held out; teachers: %s; targets: %s", len(data.train_idx),
-                len(data.held_idx), ", ".join(f"{n} ({d})" for n, d in data.dims.items()), cfg.targets.mode)
+    logger.info("pairs: %d train, %d validation, %d test; teachers: %s; targets: %s", len(data.train_idx),
+                len(data.validation.idx), len(data.test.idx), ", ".join(f"{n} ({d})" for n, d in data.dims.items()),
+                cfg.targets.mode)
     r = Recipe(cfg, accelerator, data, components or Components())
     if resume_from is not None:
         r.resume(resume_from)

@@ -27,7 +27,7 @@ def tiny_setup(root: Path, n_pairs: int = 64, max_steps: int = 12, **overrides) 
             f.write(json.dumps({"question": q, "answer": a}) + "\n")
     cfg = {
         "run": {"name": "tiny", "output_dir": str(root / "runs"), "seed": 0},
-        "data": {"path": str(root / "pairs.jsonl"), "holdout_fraction": 0.25},
+        "data": {"path": str(root / "pairs.jsonl"), "holdout_fraction": 0.25, "validation_fraction": 0.2},
         "teachers": [
             {"name": "bert-mean", "model": str(teacher), "pooling": "mean", "max_length": 32, "batch_size": 16},
             {"name": "bert-cls", "model": str(teacher), "pooling": "cls", "layer": 1, "max_length": 32,

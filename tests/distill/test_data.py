@@ -3,6 +3,7 @@
 import json
 
 import datasets
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -135,29 +136,43 @@ def test_missing_file_and_unknown_suffix(tmp_path):
         load_pairs(DataSection(path=str(p)))
 
 
-def test_split_has_no_question_in_both_halves_and_is_stable():
+def test_three_splits_share_no_question_and_are_stable():
     ds = load_pairs(DataSection(path="builtin:chatterbot_english")).dataset
     qs = list(ds["question"])
-    tr, he = split_indices(qs, 0.2, seed=0)
-    train_q = {normalise_question(qs[i]) for i in tr}
-    held_q = {normalise_question(qs[i]) for i in he}
-    assert not train_q & held_q
-    assert len(tr) + len(he) == len(qs) and len(set(tr) | set(he)) == len(qs)
-    n_distinct = len(train_q | held_q)
-    assert len(held_q) == round(0.2 * n_distinct)
+    sp = split_indices(qs, 0.2, 0.1, seed=0)
+    sets = [{normalise_question(qs[i]) for i in idx} for idx in (sp.train, sp.validation, sp.test)]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    rows = np.concatenate([sp.train, sp.validation, sp.test])
+    assert len(rows) == len(qs) and len(set(rows.tolist())) == len(qs)
+    n_distinct = len(set().union(*sets))
+    assert len(sets[2]) == round(0.2 * n_distinct) and len(sets[1]) == round(0.1 * n_distinct)
     # Same split on every run, and independent of row order.
-    tr2, he2 = split_indices(qs, 0.2, seed=0)
-    assert (tr == tr2).all() and (he == he2).all()
+    again = split_indices(qs, 0.2, 0.1, seed=0)
+    assert all((a == b).all() for a, b in zip((sp.train, sp.validation, sp.test),
+                                               (again.train, again.validation, again.test)))
     rev = qs[::-1]
-    _, he_rev = split_indices(rev, 0.2, seed=0)
-    assert {normalise_question(rev[i]) for i in he_rev} == held_q
-    # Another seed gives another split.
-    _, he3 = split_indices(qs, 0.2, seed=1)
-    assert {normalise_question(qs[i]) for i in he3} != held_q
+    sp_rev = split_indices(rev, 0.2, 0.1, seed=0)
+    assert {normalise_question(rev[i]) for i in sp_rev.validation} == sets[1]
+    assert {normalise_question(rev[i]) for i in sp_rev.test} == sets[2]
+    # Another seed gives another split; the test split does not depend on the validation fraction.
+    assert {normalise_question(qs[i]) for i in split_indices(qs, 0.2, 0.1, seed=1).test} != sets[2]
+    assert {normalise_question(qs[i]) for i in split_indices(qs, 0.2, 0.3, seed=0).test} == sets[2]
+
+
+def test_a_split_left_empty_is_an_error_naming_the_fraction():
+    from distill.schema import ConfigError
+
+    qs = [f"q{i}?" for i in range(10)]
+    with pytest.raises(ConfigError, match=r"data.validation_fraction: 0.01 of 10 distinct questions leaves"):
+        split_indices(qs, 0.2, 0.01, seed=0)
+    with pytest.raises(ConfigError, match=r"data.holdout_fraction: 0.01 of 10"):
+        split_indices(qs, 0.01, 0.2, seed=0)
+    with pytest.raises(ConfigError, match=r"data.validation_fraction: .* leaves the training split empty"):
+        split_indices(qs, 0.5, 0.46, seed=0)
 
 
 def test_duplicate_questions_stay_together():
     qs = ["What is AI?", "what is  ai?", "B?", "C?", "D?"]
     for seed in range(10):
-        tr, he = split_indices(qs, 0.4, seed)
-        assert ({0, 1} <= set(he.tolist())) or ({0, 1} <= set(tr.tolist()))
+        sp = split_indices(qs, 0.2, 0.2, seed)
+        assert any({0, 1} <= set(idx.tolist()) for idx in (sp.train, sp.validation, sp.test))

@@ -22,7 +22,7 @@ def cfg(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield load_config(tiny_setup(tmp_path, n_pairs=32, max_steps=4, **FAST))
+    yield load_config(tiny_setup(tmp_path, n_pairs=64, max_steps=4, **FAST))
     torch.set_num_threads(threads)
 
 

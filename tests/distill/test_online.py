@@ -38,7 +38,7 @@ def test_online_zero3_two_ranks_matches_store_and_trains(tmp_path):
     c = load_config(cfg)
     pairs = load_pairs(c.data).dataset
     qs, ans = list(pairs["question"]), list(pairs["answer"])
-    train_idx, _ = split_indices(qs, c.data.holdout_fraction, c.data.split_seed)
+    train_idx = split_indices(qs, c.data.holdout_fraction, c.data.validation_fraction, c.data.split_seed).train
     for t in c.teachers:
         t.shard = "replicate"
     ref = build_targets(c.teachers, {"question": qs, "answer": ans}, TargetStore(tmp_path / "ref"), progress=False)

@@ -57,9 +57,12 @@ def test_export_and_eval_json_match(trained):
     root, _, _ = trained
     run_dir = root / "runs" / "tiny"
     payload = json.loads((run_dir / "eval.json").read_text())
-    res = payload["results"]
-    assert set(res) == {"bert-mean", "bert-cls"}
-    assert set(res["bert-mean"]) == {"student", "identity", "ridge"}
+    assert payload["best_split"] == "validation"
+    assert payload["pairs"]["validation"] > 0 and payload["pairs"]["test"] > 0
+    for split in ("validation", "test"):
+        assert set(payload[split]) == {"bert-mean", "bert-cls"}
+        assert set(payload[split]["bert-mean"]) == {"student", "identity", "ridge"}
+    assert payload["validation"] != payload["test"]  # two different sets of questions
     from distill.student import Student
 
     st = Student.from_pretrained(run_dir / "student")
@@ -67,10 +70,11 @@ def test_export_and_eval_json_match(trained):
     # `distill eval` on the run reproduces the numbers written at the end of training.
     r = run(distill_cmd("eval", str(run_dir), "--out", str(root / "e.json")), cwd=root)
     assert r.returncode == 0, r.stderr[-2000:]
-    again = json.loads((root / "e.json").read_text())["results"]
-    for t in res:
-        for m, v in res[t]["student"].items():
-            assert again[t]["student"][m] == pytest.approx(v, abs=1e-6)
+    again = json.loads((root / "e.json").read_text())
+    for split in ("validation", "test"):
+        for t, rows in payload[split].items():
+            for m, v in rows["student"].items():
+                assert again[split][t]["student"][m] == pytest.approx(v, abs=1e-6)
     r = run(distill_cmd("predict", str(run_dir), "What is AI?", "-k", "3"), cwd=root)
     assert r.returncode == 0, r.stderr[-2000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])

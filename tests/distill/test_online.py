@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_online_zero3_two_ranks_matches_store_and_trains(tmp_path):
-    cfg = tiny_setup(tmp_path, n_pairs=40, max_steps=4,
+    cfg = tiny_setup(tmp_path, n_pairs=64, max_steps=4,
                      **{"targets.mode": "online", "curriculum.difficulty": "length",
                         "train.eval_every": 4, "train.save_every": 4})
     import yaml

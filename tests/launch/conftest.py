@@ -82,7 +82,7 @@ def tiny_config(path: Path, teacher: Path, store: Path, name: str = "tiny", **se
     """A run config small enough that a 2-process run takes seconds: 48 pairs, a 2x3x3 lattice."""
     cfg = {
         "run": {"name": name, "output_dir": "runs", "seed": 0},
-        "data": {"path": "builtin:dolly_open_qa", "max_pairs": 48},
+        "data": {"path": "builtin:dolly_open_qa", "max_pairs": 48, "validation_fraction": 0.25},
         "teachers": [{"name": "tb", "model": str(teacher), "pooling": "mean", "max_length": 32, "batch_size": 16}],
         "student": {"lattice": {"depth": 2, "height": 3, "width": 3, "channels": 4, "hidden": 8, "steps": 2}},
         "targets": {"store_dir": str(store)},

@@ -143,11 +143,10 @@ def cmd_predict(args) -> int:
     cfg, run_dir = load_run(args.run_dir)
     if args.top_k < 1:
         raise RunDirError(f"--top-k must be >= 1, got {args.top_k}")
-    import torch.nn.functional as F
+    from distill.evaluate import topk_cosine
 
     student = _student(run_dir)
     _, ans, train_idx, _, targets = _run_pairs(cfg, progress=False)
-    bank = targets.select(train_idx)
     space = student.input_teacher
     if student.input_mode == "tokens":
         x = _student_inputs(cfg, student, [args.question], None)
@@ -158,8 +157,9 @@ def cmd_predict(args) -> int:
         x = load_teacher(spec, device="cpu").encode([args.question], role="query")
     with torch.no_grad():
         pred = student(x)[space]
-    scores = F.normalize(pred.float(), dim=-1) @ F.normalize(bank.a[space], dim=-1).T
-    top = torch.topk(scores[0], k=min(args.top_k, scores.shape[1]))
+    # The answer bank is the training split's answers, searched in blocks (no N-row copy).
+    values, indices = topk_cosine(pred, targets.a[space], args.top_k, rows=train_idx)
+    top = torch.return_types.topk((values[0], indices[0]))
     answers = [ans[i] for i in train_idx]
     print(f"question: {args.question}")
     for rank, (s, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1):

@@ -131,8 +131,7 @@ def cmd_predict(args) -> int:
     cfg, run_dir = load_run(args.run_dir)
     if args.top_k < 1:
         raise RunDirError(f"--top-k must be >= 1, got {args.top_k}")
-    import torch.nn.functional as F
-
+    from distill.evaluate import topk_cosine
     from distill.rundata import load_run_data, token_inputs
 
     student = _student(run_dir)
@@ -147,11 +146,11 @@ def cmd_predict(args) -> int:
         x = load_teacher(spec, device="cpu").encode([args.question], role="query")
     with torch.no_grad():
         pred = student(x)[space]
-    scores = F.normalize(pred.float(), dim=-1) @ F.normalize(data.train.a[space], dim=-1).T
-    top = torch.topk(scores[0], k=min(args.top_k, scores.shape[1]))
+    # The answer bank is the training split's answers, searched in blocks (no N x N scores).
+    values, indices = topk_cosine(pred, data.train.a[space], args.top_k)
     answers = [data.answers[i] for i in data.train_idx]
     hits = [{"rank": r, "score": s, "answer": answers[i]}
-            for r, (s, i) in enumerate(zip(top.values.tolist(), top.indices.tolist()), start=1)]
+            for r, (s, i) in enumerate(zip(values[0].tolist(), indices[0].tolist()), start=1)]
     print(f"question: {args.question}")
     for h in hits:
         print(f"{h['rank']:>2}. [{h['score']:.3f}] {h['answer']}")

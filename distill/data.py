@@ -14,6 +14,7 @@ rank for the same data and seed.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -75,10 +76,26 @@ def _decode(p: Path) -> str:
         raise DataError(f"{p}:{line}: not valid UTF-8 ({err.reason}, byte 0x{raw[err.start]:02x})") from None
 
 
+def _jsonl_lines(p: Path):
+    """Yield (line number, text) of a JSONL file, read and decoded one line at a time.
+
+    Streaming keeps memory to one line, where decoding the whole file first held the raw bytes,
+    the decoded text and its split lines at once (three copies of the file before any record).
+    Lines end at "\n" only (a "\r\n" ending is whitespace to JSON), as an editor counts them.
+    """
+    with open(p, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                # utf-8-sig on line 1: a byte-order mark is not part of the first record.
+                yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as err:
+                raise DataError(f"{p}:{lineno}: not valid UTF-8 ({err.reason}, byte 0x{raw[err.start]:02x})") from None
+
+
 def _records(p: Path, fmt: str):
     """Yield (row, record-or-DataError) in file order."""
     if fmt == "jsonl":
-        for lineno, line in enumerate(_decode(p).splitlines(), start=1):
+        for lineno, line in _jsonl_lines(p):
             if not line.strip():
                 continue
             try:
@@ -149,13 +166,14 @@ def _text(rec: dict, field: str, where: str) -> str:
 def load_pairs(cfg) -> Pairs:
     """Load the pairs described by a :class:`distill.config.DataSection`."""
     import datasets
+    from datasets.table import InMemoryTable
 
     p = resolve_data_path(cfg.path)
     if not p.exists():
         raise DataError(f"data.path: file not found: {p}")
     fmt = detect_format(p, cfg.format)
     wanted = set(cfg.categories) if cfg.categories is not None else None
-    questions, answers, categories, rows = [], [], [], []
+    cols = _ArrowColumns()
     skipped = 0
     first_error: DataError | None = None
     for row, rec in _records(p, fmt):
@@ -177,21 +195,65 @@ def load_pairs(cfg) -> Pairs:
         cat = "" if cat is None else str(cat)
         if wanted is not None and cat not in wanted:
             continue
-        questions.append(q)
-        answers.append(a)
-        categories.append(cat)
-        rows.append(row)
-        if cfg.max_pairs is not None and len(questions) >= cfg.max_pairs:
+        cols.add(q, a, cat, row)
+        if cfg.max_pairs is not None and len(cols) >= cfg.max_pairs:
             break
     if skipped:
         logger.warning("skipped %d bad row(s) in %s (first: %s)", skipped, p, first_error)
-    if not questions:
+    if not len(cols):
         why = f" after keeping only categories {sorted(wanted)}" if wanted is not None else ""
         raise DataError(f"{p}: no question/answer pairs{why}" + (f" ({skipped} bad rows skipped)" if skipped else ""))
-    ds = datasets.Dataset.from_dict(
-        {"question": questions, "answer": answers, "category": categories, "row": rows}
-    )
+    # An explicit fingerprint: without one, datasets hashes the whole table by pickling it, which
+    # peaked at 4x the texts' size for a 1M-pair file (bench/scale.py). Data and settings name it.
+    st = p.stat()
+    fp = hashlib.sha256(repr((str(p.resolve()), st.st_size, st.st_mtime_ns, fmt, cfg.question_field,
+                              cfg.answer_field, cfg.category_field, cfg.categories, cfg.on_error,
+                              cfg.max_pairs)).encode()).hexdigest()[:16]
+    ds = datasets.Dataset(InMemoryTable(cols.table()), fingerprint=fp)
     return Pairs(dataset=ds, skipped=skipped, source=str(p))
+
+
+class _ArrowColumns:
+    """The pairs' columns, moved into Arrow every ``chunk`` rows.
+
+    Python holds at most one chunk of str objects (each ~50 bytes of overhead plus the text, and
+    a freed str often keeps its memory in the process); the Arrow buffers hold the texts once,
+    packed. Building the Dataset from full Python lists held every text twice at the end.
+    """
+
+    SCHEMA_FIELDS = (("question", "string"), ("answer", "string"), ("category", "string"), ("row", "int64"))
+
+    def __init__(self, chunk: int = 16384):
+        import pyarrow as pa
+
+        self.schema = pa.schema([(k, getattr(pa, t)()) for k, t in self.SCHEMA_FIELDS])
+        self.chunk = chunk
+        self.batches = []
+        self.n = 0
+        self._cols: tuple[list, list, list, list] = ([], [], [], [])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def add(self, question: str, answer: str, category: str, row: int) -> None:
+        for col, v in zip(self._cols, (question, answer, category, row)):
+            col.append(v)
+        self.n += 1
+        if len(self._cols[0]) >= self.chunk:
+            self._flush()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+
+        if self._cols[0]:
+            self.batches.append(pa.record_batch(list(self._cols), schema=self.schema))
+            self._cols = ([], [], [], [])
+
+    def table(self):
+        import pyarrow as pa
+
+        self._flush()
+        return pa.Table.from_batches(self.batches, schema=self.schema)
 
 
 _space = re.compile(r"\s+")

@@ -194,3 +194,23 @@ def test_cli_bad_gguf_is_one_error_line_exit_2_nothing_written(tmp_path, model, 
     assert not (tmp_path / "cache" / "gguf").exists() or not any(
         p.is_dir() for p in (tmp_path / "cache" / "gguf").iterdir())
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.npy"))
+
+
+def test_hub_file_form_downloads_at_the_revision(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    f = write_gguf(tmp_path / "hub.gguf", "llama")
+    calls = []
+
+    def fake_download(repo, filename, revision=None):
+        calls.append((repo, filename, revision))
+        if repo == "acme/missing":
+            raise huggingface_hub.errors.RepositoryNotFoundError("404 acme/missing")
+        return str(f)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    assert tg.locate("acme/smol-GGUF:quant/smol.Q4.gguf", "v1", teacher="h") == f
+    assert calls == [("acme/smol-GGUF", "quant/smol.Q4.gguf", "v1")]
+    with pytest.raises(TeacherSourceError, match=r"teacher 'h': cannot fetch GGUF file 'x.gguf' from hub repo "
+                                                 r"'acme/missing' \(revision main\)"):
+        tg.locate("acme/missing:x.gguf", teacher="h")

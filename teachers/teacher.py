@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed as tdist
+from . import gguf
 from .pooling import pool
 from .source import TeacherSourceError, hub_commit, is_local, resolve_model_source
 from .spec import TeacherSpec
@@ -329,8 +330,15 @@ def load_teacher(spec: TeacherSpec, device: Union[str, torch.device] = "cpu", *,
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     distributed = tdist.ensure_process_group()
-    source = resolve_model_source(spec.model)
-    revision = spec.revision
+    if gguf.is_gguf(spec.model):
+        # Rank 0 dequantises into the shared cache once; the others then read that entry (or, on
+        # a node that does not share the cache directory, build their own copy).
+        source = tdist.run_on_main(resolve_model_source, spec.model, spec.revision, teacher=spec.name)
+        if not Path(source).is_dir():
+            source = resolve_model_source(spec.model, spec.revision, teacher=spec.name)
+    else:
+        source = resolve_model_source(spec.model)
+    revision = None if gguf.is_gguf(spec.model) else spec.revision
     if not is_local(source):
         try:
             revision = hub_commit(source, spec.revision)  # pin: the store fingerprints this commit

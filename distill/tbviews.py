@@ -4,12 +4,13 @@ Pure functions over a ``torch.utils.tensorboard.SummaryWriter`` and tensors; the
 never touch the model's RNG or parameters, and are meant to run on the main process only.
 
 - :func:`scalar_layout` / :func:`log_layout`: a custom-scalars layout (TensorBoard's
-  ``custom_scalars`` plugin) with one multiline chart per teacher and metric that puts the
-  student's ``eval/<teacher>/<metric>`` beside the baselines' ``eval/<teacher>/<metric>/identity``
-  and ``.../ridge``, plus a summary section (loss, per-teacher loss and weight, learning rate,
-  throughput, curriculum, lattice activity).
-- :func:`log_baselines`: the baselines as scalars at a step (log them at every evaluation, so they
-  draw as flat lines across the run).
+  ``custom_scalars`` plugin) with one chart per teacher and metric (``eval/<teacher>/<metric>``),
+  plus a summary section (loss, per-teacher loss and weight, learning rate, throughput,
+  curriculum, lattice activity).
+- :func:`baseline_writers` / :func:`log_baselines`: the identity and ridge baselines as scalars
+  under the student's own tags, in sub-runs ``baseline-identity`` / ``baseline-ridge``, so every
+  chart of a held-out metric draws the student and both baselines in three colours (log them at
+  every evaluation: flat lines across the run).
 - :func:`lattice_montage` / :func:`log_lattice`: per held-out example, a colour-mapped montage of
   the lattice state (rows = lattice steps, columns = slices along the input->output axis) with
   one scale per image and a drawn colour bar; and the mean |Δstate| per lattice step as scalars
@@ -25,6 +26,7 @@ never touch the model's RNG or parameters, and are meant to run on the main proc
 from __future__ import annotations
 
 import math
+import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -32,7 +34,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-BASELINES = ("identity", "ridge")
 LAYOUT_METRICS = ("cosine", "recall@1", "mrr")
 _METRIC_TITLES = {"cosine": "cosine", "mrr": "MRR"}
 _AXIS_DIM = {"z": 1, "y": 2, "x": 3}
@@ -42,11 +43,20 @@ _AXIS_DIM = {"z": 1, "y": 2, "x": 3}
 # ---------------------------------------------------------------------------------------------
 
 
-def eval_tag(teacher: str, metric: str, predictor: str = "student") -> str:
-    """The held-out metric's scalar tag. The student keeps today's ``eval/<teacher>/<metric>``
-    (so existing runs and tests read the same); a baseline appends its name."""
-    base = f"eval/{teacher}/{metric}"
-    return base if predictor == "student" else f"{base}/{predictor}"
+def eval_tag(teacher: str, metric: str) -> str:
+    """The held-out metric's scalar tag, today's ``eval/<teacher>/<metric>``. The baselines use the
+    same tag in their own runs (:func:`baseline_run`)."""
+    return f"eval/{teacher}/{metric}"
+
+
+def baseline_run(name: str) -> str:
+    """The sub-run (a folder of the writer's log dir) a baseline's scalars go to: ``baseline-<name>``.
+
+    One run per baseline, same tags as the student: TensorBoard colours lines by run and names the
+    run in its legend, so every chart of ``eval/<teacher>/<metric>`` (Scalars, Time Series and the
+    custom layout) shows the student and each baseline in its own colour, with no extra setup.
+    """
+    return f"baseline-{name}"
 
 
 def _exact(tag: str) -> str:
@@ -91,16 +101,16 @@ def filter_scalars(logs: Mapping[str, float], pacing: str, weighting: str) -> di
 def scalar_layout(
     teachers: Sequence[str],
     metrics: Sequence[str] = LAYOUT_METRICS,
-    baselines: Sequence[str] = BASELINES,
     pacing: str = "none",
     weighting: str = "fixed",
 ) -> dict[str, dict[str, list]]:
     """The custom-scalars layout, in ``SummaryWriter.add_custom_scalars`` form.
 
     ``{category: {chart title: ["Multiline", [tag regex, ...]]}}``. Categories: ``summary``
-    (training), then one ``held-out: <teacher>`` per teacher with one chart per metric holding the
-    student and each baseline. Baselines absent from a run (ridge in online mode) just draw no
-    line. Curriculum and teacher-weight charts follow :func:`keep_scalar`.
+    (training), then one ``held-out: <teacher>`` per teacher with one chart per metric; its tag is
+    logged by the student's run and by each baseline's run (:func:`baseline_run`), so the chart
+    holds all of them, one colour per run. Curriculum and teacher-weight charts follow
+    :func:`keep_scalar`.
     """
     if not teachers:
         raise ValueError("teachers: the layout needs at least one teacher name")
@@ -109,7 +119,8 @@ def scalar_layout(
         "loss per teacher": ["Multiline", ["^" + re.escape("loss/teacher/") + ".*$"]],
         "learning rate": ["Multiline", [_exact("train/lr")]],
         "throughput (samples/s)": ["Multiline", [_exact("train/samples_per_s")]],
-        "lattice: mean |Δstate| per lattice step": ["Multiline", ["^" + re.escape("lattice/delta/") + ".*$"]],
+        "lattice: mean |Δstate| per lattice step (mean, first, last)": [
+            "Multiline", ["^" + re.escape("lattice/delta/") + ".*$"]],
     }
     if keep_scalar("teacher_weight/", pacing, weighting):
         summary["teacher weights"] = ["Multiline", ["^" + re.escape("teacher_weight/") + ".*$"]]
@@ -117,43 +128,50 @@ def scalar_layout(
         summary["curriculum"] = ["Multiline", [_exact("curriculum/competence"), _exact("curriculum/threshold")]]
     layout = {"summary": summary}
     for t in teachers:
-        charts = {}
-        for m in metrics:
-            tags = [eval_tag(t, m)] + [eval_tag(t, m, b) for b in baselines]
-            charts[f"{t} {_metric_title(m)}: student vs {' / '.join(baselines)}"] = [
-                "Multiline", [_exact(x) for x in tags]]
-        layout[f"held-out: {t}"] = charts
+        layout[f"held-out: {t} (runs: student = the run itself, baseline-identity, baseline-ridge)"] = {
+            f"{t} {_metric_title(m)}": ["Multiline", [_exact(eval_tag(t, m))]] for m in metrics
+        }
     return layout
 
 
 def log_layout(writer, teachers: Sequence[str], pacing: str, weighting: str,
-               metrics: Sequence[str] = LAYOUT_METRICS, baselines: Sequence[str] = BASELINES) -> dict:
+               metrics: Sequence[str] = LAYOUT_METRICS) -> dict:
     """Write :func:`scalar_layout` once, at the start of the run; returns the layout."""
-    layout = scalar_layout(teachers, metrics, baselines, pacing, weighting)
+    layout = scalar_layout(teachers, metrics, pacing, weighting)
     writer.add_custom_scalars(layout)
     return layout
 
 
-def baseline_scalars(results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict[str, float]:
-    """``{teacher: {predictor: {metric: v}}}`` (``evaluate_spaces``' form) -> the baselines' scalars
-    ``{eval/<teacher>/<metric>/<baseline>: v}``; the student's row is skipped (logged as today)."""
-    out = {}
+def baseline_writers(writer, results: Mapping[str, Mapping[str, Mapping[str, float]]]) -> dict:
+    """One ``SummaryWriter`` per baseline present in ``results`` (``evaluate_spaces``' form
+    ``{teacher: {predictor: {metric: v}}}``; ridge is absent in online mode), each writing to
+    ``<writer's log dir>/baseline-<name>``. Open once at the start; close them at the end."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    names = sorted({p for rows in results.values() for p in rows if p != "student"})
+    return {n: SummaryWriter(os.path.join(writer.log_dir, baseline_run(n))) for n in names}
+
+
+def log_baselines(writers: Mapping[str, object], results: Mapping[str, Mapping[str, Mapping[str, float]]],
+                  step: int) -> dict[str, dict[str, float]]:
+    """Log each baseline's metrics under the student's tags in its own run, at ``step``.
+
+    They are constants: log them at every evaluation (or at least the first and last) so they draw
+    as flat lines beside the student's curve. The student's row is skipped (the loop logs it as
+    today). Returns ``{baseline: {tag: value}}``.
+    """
+    missing = sorted({p for rows in results.values() for p in rows if p != "student" and p not in writers})
+    if missing:  # checked before writing anything, so a bad call leaves no partial evaluation behind
+        raise ValueError(f"writers: no writer for baseline {missing[0]!r} (open them with baseline_writers)")
+    out: dict[str, dict[str, float]] = {}
     for t, rows in results.items():
         for pred, vals in rows.items():
             if pred == "student":
                 continue
             for m, v in vals.items():
-                out[eval_tag(t, m, pred)] = float(v)
+                writers[pred].add_scalar(eval_tag(t, m), float(v), step)
+                out.setdefault(pred, {})[eval_tag(t, m)] = float(v)
     return out
-
-
-def log_baselines(writer, results: Mapping[str, Mapping[str, Mapping[str, float]]], step: int) -> dict[str, float]:
-    """Log the baselines at ``step``. They are constants: log them at every evaluation (or at least
-    the first and last) so they draw as flat lines beside the student's curve."""
-    scalars = baseline_scalars(results)
-    for tag, v in scalars.items():
-        writer.add_scalar(tag, v, step)
-    return scalars
 
 
 # ---------------------------------------------------------------------------------------------
@@ -432,7 +450,7 @@ def log_projector(writer, teacher: str, step: int, student_pred: torch.Tensor, t
 
 
 __all__ = [
-    "BASELINES", "LAYOUT_METRICS", "baseline_scalars", "delta_scalars", "eval_tag", "examples_table",
+    "LAYOUT_METRICS", "baseline_run", "baseline_writers", "delta_scalars", "eval_tag", "examples_table",
     "filter_scalars", "keep_scalar", "lattice_montage", "log_baselines", "log_examples", "log_lattice",
     "log_layout", "log_projector", "montage_values", "scalar_layout", "state_change", "top_k_answers", "viridis",
 ]

@@ -45,30 +45,44 @@ def tiny_student(zero_init: bool) -> Student:
 # ---- layout and baselines --------------------------------------------------------------------
 
 
-def test_layout_groups_student_and_baselines_per_teacher_and_metric(tmp_path):
+def read_runs(logdir) -> dict[str, EventAccumulator]:
+    """{run name: accumulator} as TensorBoard sees the log dir ('.' = the writer's own run)."""
+    return {("." if d == logdir else d.name): read(d) for d in [logdir, *sorted(p for p in logdir.iterdir() if p.is_dir())]
+            if any(d.glob("events.out.tfevents.*"))}
+
+
+def test_layout_and_baselines_put_student_and_baselines_on_one_chart(tmp_path):
     w = SummaryWriter(str(tmp_path))
     tbviews.log_layout(w, TEACHERS, pacing="none", weighting="fixed")
-    for step in (10, 20):  # the loop logs the student's eval scalars as today; the baselines beside
+    bw = tbviews.baseline_writers(w, results())
+    for step, off in ((10, 0.0), (20, 0.1)):  # the loop logs the student's eval scalars as today
         for t in TEACHERS:
             for m, v in METRICS.items():
-                w.add_scalar(tbviews.eval_tag(t, m), v, step)
-        tbviews.log_baselines(w, results(), step)
+                w.add_scalar(tbviews.eval_tag(t, m), v + off, step)
+        tbviews.log_baselines(bw, results(off), step)
     w.close()
-    acc = read(tmp_path)
-    raw = acc.Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0]
+    for x in bw.values():
+        x.close()
+    runs = read_runs(tmp_path)
+    assert set(runs) == {".", "baseline-identity", "baseline-ridge"}
+    raw = runs["."].Tensors("custom_scalars__config__")[0].tensor_proto.string_val[0]
     layout = layout_pb2.Layout()
     layout.ParseFromString(raw)
-    cats = {c.title: c for c in layout.category}
+    cats = {c.title.split(" (")[0]: c for c in layout.category}
     assert set(cats) == {"summary"} | {f"held-out: {t}" for t in TEACHERS}
-    logged = acc.Tags()["scalars"]
     for t in TEACHERS:
         charts = cats[f"held-out: {t}"].chart
         assert len(charts) == 3  # cosine, R@1, MRR
         for chart, m in zip(charts, ("cosine", "recall@1", "mrr")):
-            regexes = list(chart.multiline.tag)
-            # Each regex picks exactly one logged series: student, identity, ridge of this teacher/metric.
-            hits = [[tag for tag in logged if re.match(rx, tag)] for rx in regexes]
-            assert hits == [[f"eval/{t}/{m}"], [f"eval/{t}/{m}/identity"], [f"eval/{t}/{m}/ridge"]], chart.title
+            # The chart's regexes pick, in every run, exactly this teacher's and metric's series ...
+            for name, acc in runs.items():
+                hits = [tag for tag in acc.Tags()["scalars"] for rx in chart.multiline.tag if re.match(rx, tag)]
+                assert hits == [f"eval/{t}/{m}"], (name, chart.title)
+            # ... which hold the student's curve and the two flat baselines.
+            vals = {n: [e.value for e in acc.Scalars(f"eval/{t}/{m}")] for n, acc in runs.items()}
+            assert vals["."] == pytest.approx([METRICS[m], METRICS[m] + 0.1])
+            assert vals["baseline-identity"] == pytest.approx([METRICS[m] / 2] * 2)
+            assert vals["baseline-ridge"] == pytest.approx([METRICS[m] * 1.5] * 2)
     summary = {c.title: list(c.multiline.tag) for c in cats["summary"].chart}
     assert any(re.match(rx, "loss/total") for rx in summary["loss (total)"])
     assert any(re.match(rx, "loss/teacher/e5.small") for rx in summary["loss per teacher"])
@@ -78,18 +92,22 @@ def test_layout_groups_student_and_baselines_per_teacher_and_metric(tmp_path):
     assert not any("curriculum" in rx or "teacher_weight" in rx for rxs in summary.values() for rx in rxs)
 
 
-def test_baselines_are_flat_scalars_beside_the_student(tmp_path):
+def test_baselines_follow_the_results_online_mode_has_no_ridge(tmp_path):
+    online = {t: {k: v for k, v in rows.items() if k != "ridge"} for t, rows in results().items()}
     w = SummaryWriter(str(tmp_path))
-    for step, off in ((5, 0.0), (50, 0.1)):
-        out = tbviews.log_baselines(w, results(off), step)
-        assert not any(k in out for k in (tbviews.eval_tag(t, "cosine") for t in TEACHERS))  # student untouched
-    w.close()
-    acc = read(tmp_path)
-    ident = acc.Scalars("eval/e5.small/cosine/identity")
-    ridge = acc.Scalars("eval/bert-mean/recall@1/ridge")
-    assert [(e.step, e.value) for e in ident] == [(5, 0.25), (50, 0.25)]
-    assert [e.value for e in ridge] == pytest.approx([0.375, 0.375])
-    assert "eval/bert-mean/cosine" not in acc.Tags()["scalars"]
+    bw = tbviews.baseline_writers(w, online)
+    assert set(bw) == {"identity"}
+    out = tbviews.log_baselines(bw, online, 3)
+    assert set(out) == {"identity"} and out["identity"]["eval/e5.small/mrr"] == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="writers: no writer for baseline 'ridge'"):
+        tbviews.log_baselines(bw, results(), 4)
+    for x in [w, *bw.values()]:
+        x.close()
+    runs = read_runs(tmp_path)
+    assert set(runs) == {".", "baseline-identity"}
+    assert runs["."].Tags()["scalars"] == []  # the student's run is the loop's to write
+    # the refused call wrote nothing: identity holds step 3 only
+    assert [e.step for e in runs["baseline-identity"].Scalars("eval/bert-mean/cosine")] == [3]
 
 
 def test_charts_follow_pacing_and_weighting():

@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     tbviews.log_layout(w, names, pacing, weighting)
     baselines = evaluate_spaces(hq, hq, ha, tq, ta)
     bw = tbviews.baseline_writers(w, baselines)
-    fixed = torch.arange(4)  # the same held-out examples at every evaluation
+    fixed = torch.tensor(tbviews.fixed_examples(held_q, 4))  # the same held-out examples at every evaluation
     T = lat.steps
     t0, n_seen = time.perf_counter(), 0
     for step in range(1, args.steps + 1):

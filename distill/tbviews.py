@@ -128,7 +128,7 @@ def scalar_layout(
         summary["curriculum"] = ["Multiline", [_exact("curriculum/competence"), _exact("curriculum/threshold")]]
     layout = {"summary": summary}
     for t in teachers:
-        layout[f"held-out: {t} (runs: student = the run itself, baseline-identity, baseline-ridge)"] = {
+        layout[f"held-out: {t} (one colour per run: the student's, baseline-identity, baseline-ridge)"] = {
             f"{t} {_metric_title(m)}": ["Multiline", [_exact(eval_tag(t, m))]] for m in metrics
         }
     return layout
@@ -260,7 +260,7 @@ def lattice_montage(
     example: int = 0,
     io_axis: str = "z",
     steps: Iterable[int] | None = None,
-    min_width: int = 512,
+    min_width: int = 256,
     max_slices: int = 16,
 ) -> tuple[np.ndarray, tuple[float, float]]:
     """One readable image of one example's lattice state.
@@ -284,38 +284,43 @@ def lattice_montage(
     norm = (vals - lo) / (hi - lo) if hi > lo else np.zeros_like(vals)
 
     n_t, n_s, rows, cols = vals.shape
-    gap = 4
+    gap = 3
+    # TensorBoard shows an image card ~350 px wide: a grid of ~256-300 px is shown 1:1 and its
+    # labels stay legible; larger lattices are downscaled ("Show actual image size" restores it).
     scale = max(2, math.ceil(min_width / (n_s * cols)))
     cw, ch = cols * scale, rows * scale
-    font_px = 14
-    left, top, bar_h, bottom = 64, 2 * font_px + 10, 16, 3 * font_px + 18
-    W = left + n_s * (cw + gap) + 8
-    H = top + n_t * (ch + gap) + bar_h + bottom
+    font_px = 13
+    font = _font(font_px)
+    title = f"{io_axis} slice: 0 = input face ... {L - 1} = output face"
+    caption = "colour: RMS over the state's channels"
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    left, top, bar_h = 40, 2 * font_px + 10, 12
+    text_w = max(measure.textlength(title, font=font), measure.textlength(caption, font=font))
+    W = int(max(left + n_s * (cw + gap) + 6, left + text_w + 6))
+    H = top + n_t * (ch + gap) + bar_h + 2 * font_px + 16
     img = Image.new("RGB", (W, H), (255, 255, 255))
     draw = ImageDraw.Draw(img)
-    font = _font(font_px)
-    for r in range(n_t):
-        y0 = top + r * (ch + gap)
-        draw.text((4, y0 + ch // 2 - font_px // 2), f"t={steps[r]}", fill=(0, 0, 0), font=font)
-        for c in range(n_s):
-            x0 = left + c * (cw + gap)
-            cell = viridis(norm[r, c]).repeat(scale, 0).repeat(scale, 1)
-            img.paste(Image.fromarray(cell, "RGB"), (x0, y0))
+    black = (0, 0, 0)
+    draw.text((left, 2), title, fill=black, font=font)
     for c in range(n_s):
         label = str(int(cols_idx[c]))
         x0 = left + c * (cw + gap)
-        draw.text((x0 + cw // 2 - 4 * len(label), top - font_px - 4), label, fill=(0, 0, 0), font=font)
-    draw.text((left, 2), f"slice along {io_axis}: input face 0 -> output face {L - 1}", fill=(0, 0, 0), font=font)
+        draw.text((x0 + (cw - draw.textlength(label, font=font)) / 2, top - font_px - 4), label, fill=black, font=font)
+    for r in range(n_t):
+        y0 = top + r * (ch + gap)
+        draw.text((2, y0 + (ch - font_px) / 2), f"t={steps[r]}", fill=black, font=font)
+        for c in range(n_s):
+            cell = viridis(norm[r, c]).repeat(scale, 0).repeat(scale, 1)
+            img.paste(Image.fromarray(cell, "RGB"), (left + c * (cw + gap), y0))
     # Colour bar with its range: the only scale in the image.
-    bar_y = top + n_t * (ch + gap) + 4
-    bar_w = W - left - 8
-    ramp = viridis(np.linspace(0.0, 1.0, bar_w))[None].repeat(bar_h, 0)
-    img.paste(Image.fromarray(ramp, "RGB"), (left, bar_y))
-    ty = bar_y + bar_h + 3
-    draw.text((left, ty), f"{lo:.3g}", fill=(0, 0, 0), font=font)
-    hi_s = f"{hi:.3g}"
-    draw.text((left + bar_w - 8 * len(hi_s), ty), hi_s, fill=(0, 0, 0), font=font)
-    draw.text((left, ty + font_px + 4), "cell value: RMS over the state's channels", fill=(0, 0, 0), font=font)
+    bar_y = top + n_t * (ch + gap) + 3
+    bar_w = W - left - 6
+    img.paste(Image.fromarray(viridis(np.linspace(0.0, 1.0, bar_w))[None].repeat(bar_h, 0), "RGB"), (left, bar_y))
+    ty = bar_y + bar_h + 2
+    lo_s, hi_s = f"{lo:.3g}", f"{hi:.3g}"
+    draw.text((left, ty), lo_s, fill=black, font=font)
+    draw.text((left + bar_w - draw.textlength(hi_s, font=font), ty), hi_s, fill=black, font=font)
+    draw.text((left, ty + font_px + 2), caption, fill=black, font=font)
     return np.asarray(img), (lo, hi)
 
 
@@ -368,12 +373,15 @@ def log_lattice(
 # ---------------------------------------------------------------------------------------------
 
 
-def _cell(text: str, limit: int = 120) -> str:
-    # One markdown table cell: no newlines, no unescaped pipes, bounded length.
+def _one_line(text: str, limit: int) -> str:
     s = " ".join(str(text).split())
-    if len(s) > limit:
-        s = s[: limit - 1] + "…"
-    return s.replace("|", "\\|")
+    return s if len(s) <= limit else s[: limit - 1] + "…"
+
+
+def _cell(text: str, limit: int = 120) -> str:
+    # One markdown table cell, shown as written: no newlines, and the characters markdown would
+    # act on (a pipe splits the cell, "__init__" turns bold) escaped.
+    return re.sub(r"([\\|*_`\[\]<>#])", r"\\\1", _one_line(text, limit))
 
 
 def top_k_answers(pred: torch.Tensor, bank: torch.Tensor, k: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
@@ -402,8 +410,8 @@ def examples_table(
         raise ValueError(f"bank/bank_texts: {bank.shape[0]} embeddings but {len(bank_texts)} texts")
     idx, vals = top_k_answers(pred, bank, k)
     sims = F.normalize(pred.double(), dim=-1) @ F.normalize(bank.double(), dim=-1).T
-    header = "| question | true answer | rank | " + " | ".join(f"top-{j + 1}" for j in range(idx.shape[1])) + " |"
-    lines = [header, "|" + "---|" * (3 + idx.shape[1])]
+    header = "| question | true answer (its rank) | " + " | ".join(f"top-{j + 1}" for j in range(idx.shape[1])) + " |"
+    lines = [header, "|" + "---|" * (2 + idx.shape[1])]
     for i in range(n):
         ti = int(true_index[i])
         # Same tie rule as retrieval_metrics: ties count against the true answer.
@@ -413,8 +421,24 @@ def examples_table(
             a = int(idx[i, j])
             mark = "✓ " if a == ti else ""
             cells.append(f"{mark}{_cell(bank_texts[a], 80)} ({vals[i, j].item():.2f})")
-        lines.append(f"| {_cell(questions[i])} | {_cell(bank_texts[ti], 80)} | {rank} | " + " | ".join(cells) + " |")
+        true = f"{_cell(bank_texts[ti], 80)} (**rank {rank}** of {bank.shape[0]})"
+        lines.append(f"| {_cell(questions[i])} | {true} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def fixed_examples(questions: Sequence[str], n: int = 4) -> list[int]:
+    """Indices of the first ``n`` distinct questions (case- and whitespace-insensitive), in order:
+    the fixed held-out examples to show at every evaluation (a question with several answers
+    would otherwise fill the table with one question)."""
+    seen, out = set(), []
+    for i, q in enumerate(questions):
+        key = " ".join(str(q).lower().split())
+        if key not in seen:
+            seen.add(key)
+            out.append(i)
+            if len(out) == n:
+                break
+    return out
 
 
 def log_examples(writer, teacher: str, step: int, questions, pred, bank, bank_texts, true_index, k: int = 3) -> str:
@@ -434,7 +458,7 @@ def log_projector(writer, teacher: str, step: int, student_pred: torch.Tensor, t
     """Held-out student predictions and teacher targets in one projector view (``projector/<teacher>``).
 
     student_pred, targets: (N, d) in the teacher's space; questions: N texts. Points are labelled
-    (source = student | teacher, question); the vectors are L2-normalised so the projector's
+    (question, source = student | teacher); the vectors are L2-normalised so the projector's
     distances are the cosines the metrics use. Writes ``projector_config.pbtxt`` in the log dir;
     log at the last evaluation only (each call adds a checkpoint's worth of TSV files).
     """
@@ -443,14 +467,15 @@ def log_projector(writer, teacher: str, step: int, student_pred: torch.Tensor, t
                          f"{tuple(student_pred.shape)}, {tuple(targets.shape)}, {len(questions)}")
     mat = torch.cat([F.normalize(student_pred.float().cpu(), dim=-1), F.normalize(targets.float().cpu(), dim=-1)])
     # metadata.tsv is tab- and newline-separated: labels must be single-line, tab-free.
-    q = [_cell(s, 200).replace("\\|", "|") for s in questions]
-    meta = [["student", s] for s in q] + [["teacher", s] for s in q]
-    writer.add_embedding(mat, metadata=meta, metadata_header=["source", "question"], tag=f"projector/{teacher}",
+    q = [_one_line(s, 200) for s in questions]
+    # The question first: the projector labels points by the first column; colour by "source".
+    meta = [[s, "student"] for s in q] + [[s, "teacher"] for s in q]
+    writer.add_embedding(mat, metadata=meta, metadata_header=["question", "source"], tag=f"projector/{teacher}",
                          global_step=step)
 
 
 __all__ = [
-    "LAYOUT_METRICS", "baseline_run", "baseline_writers", "delta_scalars", "eval_tag", "examples_table",
+    "LAYOUT_METRICS", "baseline_run", "baseline_writers", "delta_scalars", "eval_tag", "examples_table", "fixed_examples",
     "filter_scalars", "keep_scalar", "lattice_montage", "log_baselines", "log_examples", "log_lattice",
     "log_layout", "log_projector", "montage_values", "scalar_layout", "state_change", "top_k_answers", "viridis",
 ]

@@ -220,7 +220,7 @@ def test_examples_table_shows_top3_and_the_true_answer(tmp_path):
     torch.manual_seed(1)
     bank = torch.randn(6, 5)
     texts = [f"answer {i}" for i in range(6)]
-    texts[4] = "four | with a pipe\nand a newline"
+    texts[4] = "four | with a pipe\nand a __newline__"
     # q0 predicts its true answer (2) exactly; q1 predicts answer 0 but its true answer is 4.
     pred = torch.stack([bank[2] * 3, bank[0]])
     w = SummaryWriter(str(tmp_path))
@@ -229,17 +229,24 @@ def test_examples_table_shows_top3_and_the_true_answer(tmp_path):
     lines = md.splitlines()
     assert lines[0].count("top-") == 3 and len(lines) == 4
     row0 = [c.strip() for c in re.split(r"(?<!\\)\|", lines[2])[1:-1]]
-    assert row0[0] == "what is two?" and row0[1] == "answer 2" and row0[2] == "1"
-    assert row0[3].startswith("✓ answer 2 (1.00)")
+    assert row0[0] == "what is two?" and row0[1] == "answer 2 (**rank 1** of 6)"
+    assert row0[2].startswith("✓ answer 2 (1.00)")
     row1 = [c.strip() for c in re.split(r"(?<!\\)\|", lines[3])[1:-1]]
-    assert len(row1) == 6  # the escaped pipe did not split the cell
-    assert row1[1] == "four \\| with a pipe and a newline" and row1[3].startswith("answer 0 (1.00)")
+    assert len(row1) == 5  # the escaped pipe did not split the cell
+    assert row1[1].startswith("four \\| with a pipe and a \\_\\_newline\\_\\_ (**rank ")  # no bold
+    assert row1[2].startswith("answer 0 (1.00)")
     sims = torch.nn.functional.cosine_similarity(bank[0][None], bank)
-    assert row1[2] == str(int((sims >= sims[4]).sum()))
+    assert row1[1].endswith(f"(**rank {int((sims >= sims[4]).sum())}** of 6)")
     acc = read(tmp_path)
     ev = acc.Tensors("examples/e5.small/text_summary")[0]
     assert ev.step == 9
     assert b"what is four?" in ev.tensor_proto.string_val[0] and b"answer 2" in ev.tensor_proto.string_val[0]
+
+
+def test_fixed_examples_are_distinct_questions():
+    qs = ["What is AI?", "what is  ai?", "Are you sentient?", "What is AI?", "Hi", "Bye"]
+    assert tbviews.fixed_examples(qs, 3) == [0, 2, 4]
+    assert tbviews.fixed_examples(qs[:2], 3) == [0]
 
 
 def test_projector_config_and_metadata_are_written(tmp_path):
@@ -254,9 +261,9 @@ def test_projector_config_and_metadata_are_written(tmp_path):
     meta_path = re.search(r'metadata_path: "([^"]+)"', cfg).group(1)
     tens_path = re.search(r'tensor_path: "([^"]+)"', cfg).group(1)
     meta = (tmp_path / meta_path).read_text().splitlines()
-    assert meta[0] == "source\tquestion"
-    assert meta[1:] == ["student\tfirst question", "student\tsecond question?", "student\tthird",
-                        "teacher\tfirst question", "teacher\tsecond question?", "teacher\tthird"]
+    assert meta[0] == "question\tsource"  # the question first: the projector labels by it
+    assert meta[1:] == [f"{q}\t{src}" for src in ("student", "teacher")
+                        for q in ("first question", "second question?", "third")]
     rows = np.loadtxt(tmp_path / tens_path, delimiter="\t")
     assert rows.shape == (6, 8)
     want = torch.nn.functional.normalize(torch.cat([pred, tgt]), dim=-1).numpy()

@@ -9,15 +9,15 @@ never touch the model's RNG or parameters, and are meant to run on the main proc
   curriculum, lattice activity).
 - :func:`baseline_writers` / :func:`log_baselines`: the identity and ridge baselines as scalars
   under the student's own tags, in sub-runs ``baseline-identity`` / ``baseline-ridge``, so every
-  chart of a held-out metric draws the student and both baselines in three colours (log them at
+  chart of a validation metric draws the student and both baselines in three colours (log them at
   every evaluation: flat lines across the run).
-- :func:`lattice_montage` / :func:`log_lattice`: per held-out example, a colour-mapped montage of
+- :func:`lattice_montage` / :func:`log_lattice`: per validation example, a colour-mapped montage of
   the lattice state (rows = lattice steps, columns = slices along the input->output axis) with
   one scale per image and a drawn colour bar; and the mean |Δstate| per lattice step as scalars
   (an inert lattice is a flat line at 0).
 - :func:`examples_table` / :func:`log_examples`: the student's top-k answers from the answer bank
-  for a few fixed held-out questions, as a markdown table.
-- :func:`log_projector`: an embedding-projector view of held-out student predictions and teacher
+  for a few fixed validation questions, as a markdown table.
+- :func:`log_projector`: an embedding-projector view of validation-split student predictions and teacher
   targets, labelled with the question text.
 - :func:`keep_scalar` / :func:`filter_scalars`: charts that mean nothing in a run are not written
   (curriculum when pacing is ``none``, per-teacher weights when weighting is ``fixed``).
@@ -44,7 +44,8 @@ _AXIS_DIM = {"z": 1, "y": 2, "x": 3}
 
 
 def eval_tag(teacher: str, metric: str) -> str:
-    """The held-out metric's scalar tag, today's ``eval/<teacher>/<metric>``. The baselines use the
+    """The evaluated split's metric tag, ``eval/<teacher>/<metric>`` (the validation split in
+    training). The baselines use the
     same tag in their own runs (:func:`baseline_run`)."""
     return f"eval/{teacher}/{metric}"
 
@@ -103,11 +104,13 @@ def scalar_layout(
     metrics: Sequence[str] = LAYOUT_METRICS,
     pacing: str = "none",
     weighting: str = "fixed",
+    split: str = "validation",
 ) -> dict[str, dict[str, list]]:
     """The custom-scalars layout, in ``SummaryWriter.add_custom_scalars`` form.
 
     ``{category: {chart title: ["Multiline", [tag regex, ...]]}}``. Categories: ``summary``
-    (training), then one ``held-out: <teacher>`` per teacher with one chart per metric; its tag is
+    (training), then one ``<split>: <teacher>`` per teacher (``split``: the evaluated split the
+    eval/ tags come from, the validation split in training) with one chart per metric; its tag is
     logged by the student's run and by each baseline's run (:func:`baseline_run`), so the chart
     holds all of them, one colour per run. Curriculum and teacher-weight charts follow
     :func:`keep_scalar`.
@@ -128,16 +131,16 @@ def scalar_layout(
         summary["curriculum"] = ["Multiline", [_exact("curriculum/competence"), _exact("curriculum/threshold")]]
     layout = {"summary": summary}
     for t in teachers:
-        layout[f"held-out: {t} (one colour per run: the student's, baseline-identity, baseline-ridge)"] = {
-            f"{t} {_metric_title(m)}": ["Multiline", [_exact(eval_tag(t, m))]] for m in metrics
+        layout[f"{split}: {t} (one colour per run: the student's, baseline-identity, baseline-ridge)"] = {
+            f"{t} {_metric_title(m)} ({split})": ["Multiline", [_exact(eval_tag(t, m))]] for m in metrics
         }
     return layout
 
 
 def log_layout(writer, teachers: Sequence[str], pacing: str, weighting: str,
-               metrics: Sequence[str] = LAYOUT_METRICS) -> dict:
+               metrics: Sequence[str] = LAYOUT_METRICS, split: str = "validation") -> dict:
     """Write :func:`scalar_layout` once, at the start of the run; returns the layout."""
-    layout = scalar_layout(teachers, metrics, pacing, weighting)
+    layout = scalar_layout(teachers, metrics, pacing, weighting, split)
     writer.add_custom_scalars(layout)
     return layout
 
@@ -350,7 +353,7 @@ def log_lattice(
 ) -> dict[str, float]:
     """Log one montage per traced example (``<tag>/example_<i>``) and the mean |Δstate| scalars.
 
-    trace: {t: (B, D, H, W, C)} with B = the few fixed held-out inputs, ideally every t in 0..T
+    trace: {t: (B, D, H, W, C)} with B = the few fixed validation inputs, ideally every t in 0..T
     (``Student.trace(x, range(T + 1))``) so the Δstate is per step; ``montage_steps``: the rows of
     the montage (default: ~5 evenly spaced traced steps). Returns the scalars.
     """
@@ -428,7 +431,7 @@ def examples_table(
 
 def fixed_examples(questions: Sequence[str], n: int = 4) -> list[int]:
     """Indices of the first ``n`` distinct questions (case- and whitespace-insensitive), in order:
-    the fixed held-out examples to show at every evaluation (a question with several answers
+    the fixed validation examples to show at every evaluation (a question with several answers
     would otherwise fill the table with one question)."""
     seen, out = set(), []
     for i, q in enumerate(questions):

@@ -69,9 +69,9 @@ def test_layout_and_baselines_put_student_and_baselines_on_one_chart(tmp_path):
     layout = layout_pb2.Layout()
     layout.ParseFromString(raw)
     cats = {c.title.split(" (")[0]: c for c in layout.category}
-    assert set(cats) == {"summary"} | {f"held-out: {t}" for t in TEACHERS}
+    assert set(cats) == {"summary"} | {f"validation: {t}" for t in TEACHERS}
     for t in TEACHERS:
-        charts = cats[f"held-out: {t}"].chart
+        charts = cats[f"validation: {t}"].chart
         assert len(charts) == 3  # cosine, R@1, MRR
         for chart, m in zip(charts, ("cosine", "recall@1", "mrr")):
             # The chart's regexes pick, in every run, exactly this teacher's and metric's series ...

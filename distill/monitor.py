@@ -1,8 +1,12 @@
-"""Metrics and TensorBoard: scalars per step, eval metrics, lattice images/histograms, hparams.
+"""Metrics and TensorBoard: scalars per step, validation metrics beside their baselines, the
+views of distill/tbviews.py (custom-scalars layout, lattice montages, examples, projector),
+histograms, hparams.
 
-Every scalar goes through ``accelerator.log`` (the configured trackers); images, histograms,
-text and hparams go straight to the main process's TensorBoard writer. Nothing here draws from
-the RNG or changes the model, so logging cannot change the run it observes.
+Every scalar of the run goes through ``accelerator.log`` (the configured trackers); baselines,
+images, histograms, text, the projector and hparams go straight to the main process's
+TensorBoard writer. Nothing here draws from the RNG or changes the model (the student runs in
+eval mode, under no_grad), so logging cannot change the run it observes
+(tests/distill/test_monitor.py checks the trained weights are bit-identical with it off).
 """
 
 from __future__ import annotations

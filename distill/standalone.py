@@ -5,7 +5,7 @@
     ids (B, L), mask (B, L)
       e = table[ids]                                   (B, L, token_dim)   the token table
       s = sum(e * mask) / sum(mask)                    (B, token_dim)      the static path
-      z = s + lattice(e, mask)   (lattice on)          (B, token_dim)      tokens on the input face,
+      z = s + lattice(rms(e), mask)   (lattice on)     (B, token_dim)      tokens on the input face,
                                                                            readout zero-initialised
       y[name] = head[name](z)                          (B, dim_name)       one linear head per teacher
 
@@ -52,6 +52,9 @@ class StandaloneConfig:
     max_tokens: int = 512
     pad_id: int = 0
     init: str = "teacher"
+    # Feed the lattice unit-RMS token rows: the table's SIF weighting shrinks frequent tokens
+    # (not, what, no) that the static mean should discount but composition needs to see.
+    lattice_token_norm: bool = True
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -78,7 +81,9 @@ class StandaloneStudent(nn.Module):
         self.embed = nn.Embedding(c.vocab_size, c.token_dim)
         self.heads = nn.ModuleDict({name: nn.Linear(c.token_dim, dim) for name, dim in c.heads.items()})
         if c.lattice is not None:
-            lc = LatticeConfig(**{**c.lattice, "input_dim": 1, "output_dim": c.token_dim})
+            # zero_init is forced off: the readout below is zero-initialised, and a zero rule too
+            # would leave the output face at zero and every lattice gradient at zero forever.
+            lc = LatticeConfig(**{**c.lattice, "input_dim": 1, "output_dim": c.token_dim, "zero_init": False})
             self.lattice: Optional[TokenLattice3D] = TokenLattice3D(lc, c.token_dim, c.overflow)
             # The lattice is a correction to the static vector: it starts at exactly zero.
             for p in self.lattice.readout.parameters():
@@ -118,7 +123,10 @@ class StandaloneStudent(nn.Module):
         m = mask.to(e.dtype)
         z = (e * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1.0)
         if use_lattice and self.lattice is not None:
-            z = z + self.lattice(e, m, steps=steps)
+            x = e
+            if self.config.lattice_token_norm:
+                x = e * torch.rsqrt(e.pow(2).mean(-1, keepdim=True) + 1e-8)
+            z = z + self.lattice(x, m, steps=steps)
         return z
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, use_lattice: bool = True,

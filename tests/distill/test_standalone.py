@@ -233,3 +233,25 @@ def test_cli_encode_bad_input(case, export, tmp_path):
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], r.stderr
     assert snapshot(tmp_path / "out") == before
+
+
+def test_lattice_path_receives_gradients_and_moves_off_zero(table):
+    """The zero-initialised readout must not leave the lattice dead: one SGD step on a loss must
+    give the readout weight and the cell rule non-zero gradients and make lattice-on differ from
+    lattice-off (a zero rule AND a zero readout would keep every lattice gradient at zero)."""
+    st = student(table).train()
+    ids = torch.tensor([[1996, 2339, 7592, 2003], [2054, 2003, 9932, 0]])
+    mask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, 0]])
+    loss = st(ids, mask)["t"].pow(2).sum()
+    loss.backward()
+    assert st.lattice.readout.proj.weight.grad.abs().sum() > 0
+    opt = torch.optim.SGD(st.parameters(), lr=0.1)
+    opt.step()
+    opt.zero_grad()
+    st(ids, mask)["t"].pow(2).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in st.lattice.rule.parameters())
+    st.eval()
+    with torch.no_grad():
+        diff = st(ids, mask)["t"] - st(ids, mask, use_lattice=False)["t"]
+    assert diff.abs().max() > 1e-6
+    assert not torch.allclose(diff[0], diff[1])  # text-dependent, not a constant bias

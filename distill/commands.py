@@ -71,7 +71,7 @@ def load_run(run_dir: str | Path) -> tuple[Config, Path]:
     cfg_file = run_dir / "config.yaml"
     if not cfg_file.is_file():
         raise RunDirError(f"{run_dir} is not a run directory (no config.yaml)")
-    if not (run_dir / "student" / "student.json").is_file():
+    if not any((run_dir / "student" / f).is_file() for f in ("student.json", "config.json")):
         raise RunDirError(f"{run_dir} has no exported student (training has not finished)")
     data = load_yaml(cfg_file)
     cfg = load_config(data=data)
@@ -80,7 +80,17 @@ def load_run(run_dir: str | Path) -> tuple[Config, Path]:
     return cfg, run_dir
 
 
-def _student(run_dir: Path):
+def _student(run_dir: Path, cfg: Config | None = None):
+    """The run's exported student: a standalone export (config.json) loads as a TokenStudent."""
+    if (run_dir / "student" / "config.json").is_file():
+        from distill.encoder import load_standalone
+        from distill.token_student import TokenStudent
+
+        try:
+            model, root = load_standalone(run_dir / "student")
+        except (FileNotFoundError, ValueError) as err:
+            raise RunDirError(str(err)) from None
+        return TokenStudent(model, root)
     from distill.student import Student
 
     return Student.from_pretrained(run_dir / "student")
@@ -132,20 +142,29 @@ def cmd_predict(args) -> int:
     if args.top_k < 1:
         raise RunDirError(f"--top-k must be >= 1, got {args.top_k}")
     from distill.evaluate import topk_cosine
-    from distill.rundata import load_run_data, token_inputs
+    from distill.rundata import load_run_data
 
-    student = _student(run_dir)
-    data = load_run_data(cfg, progress=False, mode="store")
-    space = student.input_teacher
-    if student.input_mode == "tokens":
-        x = token_inputs(cfg, [args.question])[0]
+    if (run_dir / "student" / "config.json").is_file():
+        # Standalone: the Encoder (tokenizer + student) embeds the question; no teacher is loaded.
+        from distill.encoder import Encoder
+
+        try:
+            enc = Encoder.from_pretrained(run_dir / "student")
+            pred = torch.from_numpy(enc.encode([args.question]))
+        except (FileNotFoundError, ValueError) as err:
+            raise RunDirError(str(err)) from None
+        space = enc.config.input_teacher
+        data = load_run_data(cfg, progress=False, mode="store", inputs=False)
     else:
         from teachers import load_teacher
 
+        student = _student(run_dir)
+        data = load_run_data(cfg, progress=False, mode="store", inputs=False)
+        space = student.input_teacher
         spec = next(t for t in cfg.teachers if t.name == space)
         x = load_teacher(spec, device="cpu").encode([args.question], role="query")
-    with torch.no_grad():
-        pred = student(x)[space]
+        with torch.no_grad():
+            pred = student(x)[space]
     # The answer bank is the training split's answers, searched in blocks (no N x N scores).
     values, indices = topk_cosine(pred, data.train.a[space], args.top_k)
     answers = [data.answers[i] for i in data.train_idx]

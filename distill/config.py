@@ -97,6 +97,19 @@ class StudentSection:
     input_teacher: Optional[str] = None
     # Width of the token embedding for input=tokens.
     token_dim: int = 128
+    # input=tokens: where the token table starts: the input teacher's own token embeddings
+    # (Model2Vec-style, PCA'd to token_dim; cached by fingerprint under targets.store_dir) or random.
+    token_init: Literal["teacher", "random"] = "teacher"
+    # input=tokens: run the lattice over the tokens on its input face and add its readout to the
+    # static mean (true), or the static mean of the token table alone (false, the ablation).
+    token_lattice: bool = True
+    # input=tokens: texts longer than the input face: fold (wrap around, cells average) | truncate.
+    overflow: Literal["fold", "truncate"] = "fold"
+    # input=tokens: tokens kept per text (longer texts are truncated there, in training and encode).
+    max_tokens: int = 256
+    # input=tokens: start from an earlier run's exported student (runs/X/student or runs/X); the
+    # shapes must match. null = start from token_init.
+    init_from: Optional[str] = None
     # Add the input back to the prediction in the input teacher's space, so an untrained
     # student starts at the identity baseline.
     residual: bool = True
@@ -111,6 +124,11 @@ class StudentSection:
             raise ValueError(f"token_dim: must be >= 1, got {self.token_dim!r}")
         if self.head_hidden < 0:
             raise ValueError(f"head_hidden: must be >= 0, got {self.head_hidden!r}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens: must be >= 1, got {self.max_tokens!r}")
+        if self.init_from is not None and self.input != "tokens":
+            raise ValueError("init_from: only a token-input (standalone) student starts from an export; "
+                             "set student.input=tokens")
 
 
 @dataclass
@@ -453,7 +471,8 @@ def check_input_face(cfg: Config) -> None:
     teacher in a local directory): caught here, not after the teachers have run."""
     lat = cfg.student.lattice
     if cfg.student.input == "tokens":
-        dim, what = cfg.student.token_dim, f"student.token_dim={cfg.student.token_dim}"
+        # Tokens are written one per face cell (lattice/tokens.py): no vector has to fit the face.
+        dim, what = 1, "token input"
     else:
         t = cfg.input_teacher()
         dim, what = teacher_dim(t), f"input teacher '{t.name}' embeds in {teacher_dim(t)} dimensions"

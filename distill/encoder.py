@@ -47,22 +47,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 def export_standalone(student: StandaloneStudent, tokenizer_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Write ``student`` + the tokenizer files of ``tokenizer_dir`` to ``path`` atomically."""
-    from safetensors.torch import save_file
 
-    path, src = Path(path), Path(tokenizer_dir)
-    if not (src / "tokenizer.json").is_file():
-        raise FileNotFoundError(f"{src}: no tokenizer.json to export with the student")
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
     tmp.mkdir()
     try:
-        tensors = {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        with open(tmp / CONFIG_NAME, "w") as f:
-            json.dump(student.config_doc(), f, indent=2)  # heads keep their order
-        for name in TOKENIZER_FILES:
-            if (src / name).is_file():
-                shutil.copyfile(src / name, tmp / name)
+        write_standalone(student, tokenizer_dir, tmp)
         old = None
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
@@ -74,6 +65,47 @@ def export_standalone(student: StandaloneStudent, tokenizer_dir: str | os.PathLi
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
+
+
+def write_standalone(student: StandaloneStudent, tokenizer_dir: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Write the export's files (weights, config.json, tokenizer files) into the existing directory
+    ``out`` (the caller makes it atomic: :func:`export_standalone`, or the trainer's run export)."""
+    from safetensors.torch import save_file
+
+    out, src = Path(out), Path(tokenizer_dir)
+    if not (src / "tokenizer.json").is_file():
+        raise FileNotFoundError(f"{src}: no tokenizer.json to export with the student")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
+    save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt"})
+    with open(out / CONFIG_NAME, "w") as f:
+        json.dump(student.config_doc(), f, indent=2)  # heads keep their order
+    for name in TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out / name)
+
+
+def load_tokenizer(tokenizer_file: str | os.PathLike, max_tokens: int):
+    """The ``tokenizers`` tokenizer as the student uses it: no padding, truncation at ``max_tokens``
+    (the trainer tokenizes with this too, so training inputs and ``encode`` agree exactly)."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(tokenizer_file))
+    tokenizer.no_padding()
+    tokenizer.enable_truncation(max_tokens)
+    return tokenizer
+
+
+def load_standalone(path: str | os.PathLike) -> tuple[StandaloneStudent, Path]:
+    """An export (or run dir) -> (the student with its weights, in eval mode; the export dir)."""
+    from safetensors.torch import load_file
+
+    root = find_export(path)
+    doc = json.loads((root / CONFIG_NAME).read_text())
+    if not (root / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(f"{root}: the export has no {WEIGHTS_NAME}")
+    student = StandaloneStudent.from_config_doc(doc)
+    student.load_state_dict(load_file(str(root / WEIGHTS_NAME)), strict=True)
+    return student.eval(), root
 
 
 def find_export(path: str | os.PathLike) -> Path:
@@ -111,21 +143,12 @@ class Encoder:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, device: str = "cpu") -> Encoder:
-        from safetensors.torch import load_file
-        from tokenizers import Tokenizer
-
         root = find_export(path)
-        doc = json.loads((root / CONFIG_NAME).read_text())
-        if not (root / WEIGHTS_NAME).is_file():
-            raise FileNotFoundError(f"{root}: the export has no {WEIGHTS_NAME}")
         tok_file = root / "tokenizer.json"
         if not tok_file.is_file():
             raise FileNotFoundError(f"{root}: the export has no tokenizer.json (tokenizer missing from the export)")
-        student = StandaloneStudent.from_config_doc(doc)
-        student.load_state_dict(load_file(str(root / WEIGHTS_NAME)), strict=True)
-        tokenizer = Tokenizer.from_file(str(tok_file))
-        tokenizer.no_padding()
-        tokenizer.enable_truncation(student.config.max_tokens)
+        student, root = load_standalone(root)
+        tokenizer = load_tokenizer(tok_file, student.config.max_tokens)
         return cls(student.to(device), tokenizer, root)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
@@ -243,4 +266,5 @@ def cmd_encode(args) -> int:
     return 0
 
 
-__all__ = ["Encoder", "cmd_encode", "export_standalone", "find_export", "read_texts"]
+__all__ = ["Encoder", "cmd_encode", "export_standalone", "find_export", "load_standalone", "load_tokenizer",
+           "read_texts", "write_standalone"]

@@ -84,6 +84,10 @@ def make_accelerator(cfg: Config, log: bool = True):
 
 def default_student(r: Recipe) -> Student:
     """The student from the config's ``student`` section and the teachers' dimensions."""
+    if r.cfg.student.input == "tokens":
+        from distill.token_student import build_token_student
+
+        return build_token_student(r.cfg, r.data.dims, r.data.vocab_size)
     try:
         return Student.from_section(r.cfg.student, r.data.dims, r.cfg.input_teacher().name,
                                     r.data.vocab_size, r.data.pad_id)

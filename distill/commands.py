@@ -48,18 +48,19 @@ def cmd_train(args) -> int:
 
 def cmd_embed(args) -> int:
     cfg = load_config(args.config, args.overrides)
-    from distill.data import load_pairs
-    from distill.rundata import pick_device, split_pairs
+    from distill.rundata import load_examples, pick_device
     from distill.targets import compute_targets
 
-    pairs = load_pairs(cfg.data).dataset
-    split_pairs(cfg, list(pairs["question"]))  # bad split fractions fail here, before any store entry
-    targets = compute_targets(cfg.teachers, list(pairs["question"]), list(pairs["answer"]),
-                              cfg.targets.store_dir, device=pick_device(cfg), progress=cfg.logging.progress)
+    # Bad split fractions fail in load_examples, before any store entry.
+    questions, answers, _ = load_examples(cfg)
+    texts = cfg.data.task == "texts"
+    targets = compute_targets(cfg.teachers, questions, answers, cfg.targets.store_dir, device=pick_device(cfg),
+                              progress=cfg.logging.progress, texts=texts)
     if int(os.environ.get("RANK", "0")) != 0:  # every rank took part; one reports
         return 0
+    what = "texts" if texts else "questions and answers"
     for name, d in targets.dims.items():
-        print(f"{name}: {len(pairs)} questions and answers, dim {d}, store {cfg.targets.store_dir}")
+        print(f"{name}: {len(questions)} {what}, dim {d}, store {cfg.targets.store_dir}")
     return 0
 
 
@@ -111,7 +112,7 @@ def cmd_eval(args) -> int:
     else:
         splits = {s: (getattr(data, s).x, getattr(data, s).targets) for s in ("validation", "test")}
         pairs = {s: len(getattr(data, s).idx) for s in ("validation", "test")}
-    ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size)
+    ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size, cfg.data.task == "pairs")
     results = {s: Evaluator(x, t, data.train, *ev).evaluate(student, "cpu") for s, (x, t) in splits.items()}
     print(format_splits(results, pairs, student.input_teacher))
     out = Path(args.out) if args.out else run_dir / "eval.json"
@@ -130,9 +131,16 @@ def _other_data(cfg: Config, student, path: str):
     from distill.targets import compute_targets
 
     data_cfg = replace(cfg.data, path=path, format="auto", categories=None, max_pairs=None)
-    other = load_pairs(data_cfg).dataset
-    eq, ea = list(other["question"]), list(other["answer"])
-    eval_t = compute_targets(cfg.teachers, eq, ea, cfg.targets.store_dir, progress=cfg.logging.progress)
+    texts = cfg.data.task == "texts"
+    if texts:  # a text run is evaluated on texts: every text's own teacher embeddings are the answers
+        from distill.data import load_texts
+
+        eq = ea = load_texts(data_cfg).texts
+    else:
+        other = load_pairs(data_cfg).dataset
+        eq, ea = list(other["question"]), list(other["answer"])
+    eval_t = compute_targets(cfg.teachers, eq, ea, cfg.targets.store_dir, progress=cfg.logging.progress,
+                             texts=texts)
     x = token_inputs(cfg, eq)[0] if student.input_mode == "tokens" else eval_t.q[student.input_teacher]
     return x, eval_t, len(eq)
 

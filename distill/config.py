@@ -53,7 +53,16 @@ class DataSection:
     # A JSONL / JSON / CSV / Parquet file, a saved `datasets` directory, or builtin:<name>
     # for the shipped demo data (builtin:dolly_open_qa, builtin:chatterbot_english).
     path: str = "builtin:dolly_open_qa"
-    format: Literal["auto", "jsonl", "json", "csv", "parquet", "dataset"] = "auto"
+    format: Literal["auto", "jsonl", "json", "csv", "parquet", "dataset", "txt"] = "auto"
+    # pairs: question -> answer (the target is every teacher's embedding of the answer); texts:
+    # plain-text distillation (the target is every teacher's embedding of the same text, embedded
+    # once per teacher; needs student.input=tokens).
+    task: Literal["pairs", "texts"] = "pairs"
+    # texts: the field(s) each record contributes texts from (a .txt file: one text per line).
+    # Several fields (e.g. [question, answer] of a pairs file) keep a record's texts in one split,
+    # split by the first field, so a texts stage and a pairs stage on the same file and seed hold
+    # out the same questions.
+    text_fields: list[str] = field(default_factory=lambda: ["text"])
     question_field: str = "question"
     answer_field: str = "answer"
     category_field: str = "category"
@@ -83,6 +92,8 @@ class DataSection:
                              f"gets the rest), got {self.holdout_fraction!r} + {self.validation_fraction!r}")
         if self.max_pairs is not None and self.max_pairs < 2:
             raise ValueError(f"max_pairs: must be >= 2, got {self.max_pairs!r}")
+        if not self.text_fields or len(set(self.text_fields)) != len(self.text_fields):
+            raise ValueError(f"text_fields: must list at least one field, each once, got {self.text_fields!r}")
         if self.question_field == self.answer_field:
             raise ValueError("answer_field: must differ from question_field")
 
@@ -394,6 +405,10 @@ def check_cross_section(cfg: Config, config_dir: Path | None) -> None:
     """Checks that span sections or look at the file system."""
     if not cfg.teachers:
         raise ConfigError("teachers", "at least one teacher is needed")
+    if cfg.data.task == "texts" and cfg.student.input != "tokens":
+        raise ConfigError("data.task", "texts: plain-text distillation trains a standalone student; set "
+                                       "student.input=tokens (a teacher-input student would map a text's "
+                                       "embedding to itself)")
     seen: dict[str, int] = {}
     for i, t in enumerate(cfg.teachers):
         if t.name in seen:

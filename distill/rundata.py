@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from distill.config import Config
-from distill.data import Split, load_pairs, split_indices
+from distill.data import Split, load_pairs, normalise_question, split_indices
 from distill.schema import ConfigError
 from distill.targets import Targets, compute_targets
 
@@ -121,6 +121,30 @@ def token_inputs(cfg: Config, questions: list[str]) -> tuple[torch.Tensor, int, 
     return ids, vocab, PAD
 
 
+def load_examples(cfg: Config) -> tuple[list[str], list[str], Split]:
+    """(questions, answers, split) of the configured data. ``data.task: texts``: questions and
+    answers are the same texts (the student's input and the text whose teacher embedding is the
+    target), split by record (a record's texts share a split)."""
+    if cfg.data.task == "texts":
+        from distill.data import load_texts
+
+        t = load_texts(cfg.data)
+        by_record = split_pairs(cfg, t.keys)
+        labels = np.zeros(len(t.keys), dtype=np.int64)
+        labels[by_record.validation], labels[by_record.test] = 1, 2
+        per_text = labels[t.group]
+        # A text held out through one record (an answer shared by two questions) is not trained on
+        # through another: split by distinct text too.
+        norm = [normalise_question(x) for x in t.texts]
+        held = {norm[i] for i in np.flatnonzero(per_text > 0)}
+        per_text[[i for i in np.flatnonzero(per_text == 0) if norm[i] in held]] = -1
+        split = Split(*(np.flatnonzero(per_text == k).astype(np.int64) for k in (0, 1, 2)))
+        return t.texts, t.texts, split
+    pairs = load_pairs(cfg.data).dataset
+    questions, answers = list(pairs["question"]), list(pairs["answer"])
+    return questions, answers, split_pairs(cfg, questions)
+
+
 def load_run_data(cfg: Config, progress: bool = True, mode: str | None = None, inputs: bool = True) -> RunData:
     """Pairs, split and targets: from the store, or (online mode) from teachers inside the job.
 
@@ -128,9 +152,7 @@ def load_run_data(cfg: Config, progress: bool = True, mode: str | None = None, i
     ``inputs=False``: skip tokenizing the texts for a token student (predict needs only the answer
     bank); the splits' inputs are then the input teacher's question embeddings.
     """
-    pairs = load_pairs(cfg.data).dataset
-    questions, answers = list(pairs["question"]), list(pairs["answer"])
-    split = split_pairs(cfg, questions)
+    questions, answers, split = load_examples(cfg)
     token_ids, vocab_size, pad_id = None, 0, 0
     if cfg.student.input == "tokens" and inputs:
         token_ids, vocab_size, pad_id = token_inputs(cfg, questions)
@@ -142,7 +164,7 @@ def load_run_data(cfg: Config, progress: bool = True, mode: str | None = None, i
 
 def _stored(cfg: Config, questions, answers, split: Split, token_ids, progress: bool):
     targets = compute_targets(cfg.teachers, questions, answers, cfg.targets.store_dir, device=pick_device(cfg),
-                              progress=progress)
+                              progress=progress, texts=cfg.data.task == "texts")
     inputs = token_ids if token_ids is not None else targets.q[cfg.input_teacher().name]
     train_t = targets.select(split.train)
     evals = {name: EvalSplit(idx, targets.select(idx), inputs[torch.as_tensor(idx)])

@@ -142,7 +142,7 @@ class Recipe:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.policy = EvalPolicy(self.state, o.schedule, o.plateau_patience, o.plateau_factor,
                                  cfg.train.early_stopping_patience)
-        ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size)
+        ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size, cfg.data.task == "pairs")
         # Every decision reads the validation split; the test split is evaluated once, at the end.
         self.evaluator = Evaluator(data.validation.x, data.validation.targets, data.train, *ev)
         self.test_evaluator = Evaluator(data.test.x, data.test.targets, data.train, *ev)

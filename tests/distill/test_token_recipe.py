@@ -128,3 +128,83 @@ def test_predict_and_eval_on_a_standalone_run_load_no_teacher(root, monkeypatch,
     assert commands.cmd_eval(argparse.Namespace(run_dir=str(cfg.run_dir), data=None, out=None)) == 0
     ev = json.loads((cfg.run_dir / "eval.json").read_text())
     assert ev["test"]["bert-mean"]["student"]["recall@1"] >= 0
+
+
+# ---- data.task: texts --------------------------------------------------------------------------
+
+def _texts(root, n=40):
+    from distill.config import DataSection
+    from distill.data import load_pairs
+
+    ds = load_pairs(DataSection(path="builtin:chatterbot_english", max_pairs=n)).dataset
+    return list(dict.fromkeys(ds["question"]))
+
+
+def test_text_task_loads_txt_jsonl_parquet_alike(root):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from distill.config import DataSection
+    from distill.data import load_texts
+
+    texts = _texts(root)
+    (root / "t.txt").write_text("\n".join(texts) + "\n")
+    (root / "t.jsonl").write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(texts)))
+    pq.write_table(pa.table({"text": texts}), root / "t.parquet")
+    for name in ("t.txt", "t.jsonl", "t.parquet"):
+        got = load_texts(DataSection(path=str(root / name), task="texts"))
+        assert got.texts == texts and got.keys == texts and list(got.group) == list(range(len(texts))), name
+    # Several fields: a record's texts stay together (group), the first is the split key.
+    two = load_texts(DataSection(path="builtin:chatterbot_english", task="texts", text_fields=["question", "answer"],
+                                 max_pairs=5))
+    assert len(two.texts) == 10 and list(two.group) == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert two.keys == two.texts[::2]
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("missing.jsonl", b'{"text": "fine"}\n{"txt": "typo"}\n', "missing.jsonl:2: missing field 'text'"),
+    ("empty.txt", b"one\n\nthree\n", "empty.txt:2: field 'text' is empty"),
+    ("latin.txt", b"one\ncaf\xe9\n", "latin.txt:2: not valid UTF-8"),
+])
+def test_text_task_bad_input_is_one_error_line_exit_2(root, name, content, message):
+    from tests.conftest import run_cli
+
+    (root / name).write_bytes(content)
+    cfg = tiny_setup(root, **TOKENS, **{"data.path": str(root / name), "data.task": "texts"})
+    r = run_cli(["train", str(cfg)], cwd=root)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], r.stderr
+    assert not (root / "runs").exists()
+
+
+def test_text_task_needs_a_token_student(root):
+    from distill.schema import ConfigError
+
+    (root / "t.txt").write_text("\n".join(_texts(root)) + "\n")
+    with pytest.raises(ConfigError, match="data.task: texts.*student.input=tokens"):
+        load_config(tiny_setup(root, **{"data.path": str(root / "t.txt"), "data.task": "texts"}))
+
+
+def test_text_task_trains_on_each_texts_own_teacher_embedding(root):
+    from teachers import TargetStore
+
+    texts = _texts(root, 160)
+    (root / "t.txt").write_text("\n".join(texts) + "\n")
+    cfg = _cfg(root, **{"data.path": str(root / "t.txt"), "data.task": "texts"})
+    r = build_recipe(cfg)
+    d = r.data
+    # Questions and answers are the texts; the targets are each teacher's embedding of the text.
+    assert d.questions == d.answers == texts
+    for n in ("bert-mean", "bert-cls"):
+        assert torch.equal(d.test.targets.q[n], d.test.targets.a[n])
+    # Split by distinct text: no held-out text is trained on.
+    held = {texts[i] for i in list(d.validation.idx) + list(d.test.idx)}
+    assert held and not held & {texts[i] for i in d.train_idx}
+    # Embedded once per teacher: one store entry per teacher, none for a second role.
+    assert len(TargetStore(str(root / "store")).entries()) == 2
+    res = r.evaluate(log=False)
+    assert set(res["bert-mean"]) == {"student"}  # no baseline: it would be the target itself
+    assert run(r, lambda: False) == 0

@@ -38,16 +38,38 @@ def precheck_resume(cfg: Config) -> None:
 
 
 def cmd_train(args) -> int:
-    cfg = load_config(args.config, args.overrides)
-    if args.resume:
-        precheck_resume(cfg)
+    """One run, or every stage of a ``stages:`` config in order (:mod:`distill.stages`)."""
+    from distill.stages import load_stages, stage_done
+
+    cfgs = load_stages(args.config, args.overrides)
+    for cfg in cfgs:
+        if args.resume:
+            precheck_resume(cfg)
     from distill.train import train
 
-    return train(cfg, resume=args.resume)
+    for i, cfg in enumerate(cfgs):
+        if len(cfgs) > 1:
+            if args.resume and stage_done(cfg):
+                logger.info("stage %d/%d (%s): finished earlier, skipped", i + 1, len(cfgs), cfg.run_dir)
+                continue
+            logger.info("stage %d/%d: %s", i + 1, len(cfgs), cfg.run_dir)
+        status = train(cfg, resume=args.resume and cfg.run_dir.exists())
+        if status:
+            return status
+    return 0
 
 
 def cmd_embed(args) -> int:
-    cfg = load_config(args.config, args.overrides)
+    from distill.stages import load_stages
+
+    for cfg in load_stages(args.config, args.overrides):
+        status = _embed(cfg)
+        if status:
+            return status
+    return 0
+
+
+def _embed(cfg: Config) -> int:
     from distill.rundata import load_examples, pick_device
     from distill.targets import compute_targets
 

@@ -531,9 +531,10 @@ def check_teacher_source(t: TeacherSpec, path: str, config_dir: Path | None) -> 
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                data: dict | None = None) -> Config:
-    """Load, override, expand presets, validate. Raises :class:`ConfigError` on any problem."""
-    config_dir = None
+                data: dict | None = None, config_dir: Path | None = None) -> Config:
+    """Load, override, expand presets, validate. Raises :class:`ConfigError` on any problem.
+    ``config_dir``: where presets resolve for ``data`` given directly (a file's own directory
+    otherwise)."""
     if path is not None:
         data = load_yaml(path)
         config_dir = Path(path).resolve().parent

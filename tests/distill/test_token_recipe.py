@@ -208,3 +208,49 @@ def test_text_task_trains_on_each_texts_own_teacher_embedding(root):
     res = r.evaluate(log=False)
     assert set(res["bert-mean"]) == {"student"}  # no baseline: it would be the target itself
     assert run(r, lambda: False) == 0
+
+
+# ---- stages ------------------------------------------------------------------------------------
+
+def test_stages_run_in_order_each_from_the_previous_export(root):
+    import argparse
+
+    import yaml
+
+    from distill import commands
+    from distill.encoder import load_standalone
+    from distill.schema import ConfigError
+    from distill.stages import load_stages
+
+    cfg_path = tiny_setup(root, **TOKENS)
+    data = yaml.safe_load(cfg_path.read_text())
+    data["stages"] = [{"name": "texts", "data": {"task": "texts", "text_fields": ["question", "answer"]},
+                       "train": {"max_steps": 2}},
+                      {"name": "qa", "train": {"max_steps": 2}}]
+    cfg_path.write_text(yaml.safe_dump(data))
+    cfgs = load_stages(cfg_path)
+    assert [c.run.name for c in cfgs] == ["tiny-texts", "tiny"]
+    assert [c.data.task for c in cfgs] == ["texts", "pairs"]
+    assert cfgs[0].student.init_from is None and cfgs[1].student.init_from == str(cfgs[0].run_dir / "student")
+    # --set applies to the base; a stage's own keys win.
+    over = load_stages(cfg_path, ["train.max_steps=7", "optim.lr=0.01"])
+    assert [c.train.max_steps for c in over] == [2, 2] and [c.optim.lr for c in over] == [0.01, 0.01]
+
+    args = argparse.Namespace(config=str(cfg_path), overrides=[], resume=False)
+    assert commands.cmd_train(args) == 0
+    first, _ = load_standalone(cfgs[0].run_dir)
+    assert (cfgs[1].run_dir / "student" / "config.json").is_file()
+    # --resume: both stages finished, nothing retrains (the exports stay byte-identical).
+    before = (cfgs[1].run_dir / "student" / "model.safetensors").read_bytes()
+    assert commands.cmd_train(argparse.Namespace(config=str(cfg_path), overrides=[], resume=True)) == 0
+    assert (cfgs[1].run_dir / "student" / "model.safetensors").read_bytes() == before
+    assert first.config.token_dim == 16
+
+    data["stages"] = [{"name": "a"}, {"name": "a"}]
+    cfg_path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"stages\[1\].name: 'a' is already"):
+        load_stages(cfg_path)
+    data["stages"] = [{"name": "a", "data": {"task": "nope"}}]
+    cfg_path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"stages\[0\] \(a\).*data.task"):
+        load_stages(cfg_path)

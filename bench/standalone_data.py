@@ -44,11 +44,12 @@ def dolly_splits() -> dict:
     rows = _jsonl(ROOT / "distill" / "builtin_data" / "dolly_open_qa.jsonl")
     q = [r["question"] for r in rows]
     a = [r["answer"] for r in rows]
-    tr, he = split_indices(q, 0.2, 0)
-    qtr = [q[i] for i in tr]
-    tr2, va = split_indices(qtr, 0.1, 1)
+    # The recipe's three splits (holdout 0.2, validation 0.1, seed 0): test is the same held-out
+    # split phase 1 used (the first 20% of the seed-0 permutation); val is now the recipe's
+    # validation split (phase 1 drew 10% of train with seed 1, before split_indices had three).
+    sp = split_indices(q, 0.2, 0.1, 0)
     pick = lambda idx: ([q[i] for i in idx], [a[i] for i in idx])  # noqa: E731
-    return {"train": pick(tr[tr2]), "val": pick(tr[va]), "test": pick(he)}
+    return {"train": pick(sp.train), "val": pick(sp.validation), "test": pick(sp.test)}
 
 
 def sts() -> list[dict]:

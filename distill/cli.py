@@ -49,7 +49,7 @@ def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a trained run against the baselines",
                        description="Metrics table per teacher space, with identity and ridge baselines.")
     p.add_argument("run_dir", help="a run directory (runs/<name>)")
-    p.add_argument("--data", help="evaluate this pairs file (as a test split) instead of the run's validation and test splits")
+    p.add_argument("--data", help="evaluate this pairs file (a texts file for a data.task=texts run) as a test split instead of the run's validation and test splits")
     p.add_argument("--out", help="write the JSON here (default: RUN_DIR/eval.json)")
     p.set_defaults(func="distill.commands:cmd_eval")
 

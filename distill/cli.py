@@ -1,4 +1,4 @@
-"""The ``distill`` command line: train, embed, eval, predict, launch.
+"""The ``distill`` command line: train, embed, eval, predict, encode, launch.
 
 Exit status: 0 success, 2 bad input (config, data, arguments, run directory), 1 a failure while
 running (a failed write, diverged training), 75 training pre-empted by SIGTERM after a clean
@@ -49,7 +49,7 @@ def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a trained run against the baselines",
                        description="Metrics table per teacher space, with identity and ridge baselines.")
     p.add_argument("run_dir", help="a run directory (runs/<name>)")
-    p.add_argument("--data", help="evaluate this pairs file (as a test split) instead of the run's validation and test splits")
+    p.add_argument("--data", help="evaluate this pairs file (a texts file for a data.task=texts run) as a test split instead of the run's validation and test splits")
     p.add_argument("--out", help="write the JSON here (default: RUN_DIR/eval.json)")
     p.set_defaults(func="distill.commands:cmd_eval")
 
@@ -59,6 +59,18 @@ def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
     p.add_argument("question", help="the question text")
     p.add_argument("-k", "--top-k", type=int, default=5, help="how many answers (default 5)")
     p.set_defaults(func="distill.commands:cmd_predict")
+
+    # --- encode (standalone students; distill/encoder.py) ---
+    p = sub.add_parser("encode", help="embed texts with an exported standalone student (no teacher)",
+                       description="Embed texts with a run's exported standalone student; writes an (N, d) "
+                                   "float32 .npy of L2-normalised rows in input order.")
+    p.add_argument("run_dir", help="a run directory (runs/<name>) or an exported student directory")
+    p.add_argument("--input", required=True, help="JSONL with a 'text' field per line, or a text file, one text per line")
+    p.add_argument("--output", required=True, help="the .npy to write (atomically)")
+    p.add_argument("--space", default=None, help="teacher space to output (default: the input teacher's)")
+    p.add_argument("--batch-size", type=int, default=64, help="texts per forward (default 64)")
+    p.set_defaults(func="distill.encoder:cmd_encode")
+    # --- end encode ---
 
     p = sub.add_parser("launch", help="compose and run accelerate launch for local, multi-node or SLURM runs",
                        description="Compose the accelerate launch command(s) for a run and run them.")

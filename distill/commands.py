@@ -38,28 +38,51 @@ def precheck_resume(cfg: Config) -> None:
 
 
 def cmd_train(args) -> int:
-    cfg = load_config(args.config, args.overrides)
-    if args.resume:
-        precheck_resume(cfg)
+    """One run, or every stage of a ``stages:`` config in order (:mod:`distill.stages`)."""
+    from distill.stages import load_stages, stage_done
+
+    cfgs = load_stages(args.config, args.overrides)
+    for cfg in cfgs:
+        if args.resume:
+            precheck_resume(cfg)
     from distill.train import train
 
-    return train(cfg, resume=args.resume)
+    for i, cfg in enumerate(cfgs):
+        if len(cfgs) > 1:
+            if args.resume and stage_done(cfg):
+                logger.info("stage %d/%d (%s): finished earlier, skipped", i + 1, len(cfgs), cfg.run_dir)
+                continue
+            logger.info("stage %d/%d: %s", i + 1, len(cfgs), cfg.run_dir)
+        status = train(cfg, resume=args.resume and cfg.run_dir.exists())
+        if status:
+            return status
+    return 0
 
 
 def cmd_embed(args) -> int:
-    cfg = load_config(args.config, args.overrides)
-    from distill.data import load_pairs
-    from distill.rundata import pick_device, split_pairs
+    from distill.stages import load_stages
+
+    for cfg in load_stages(args.config, args.overrides):
+        status = _embed(cfg)
+        if status:
+            return status
+    return 0
+
+
+def _embed(cfg: Config) -> int:
+    from distill.rundata import load_examples, pick_device
     from distill.targets import compute_targets
 
-    pairs = load_pairs(cfg.data).dataset
-    split_pairs(cfg, list(pairs["question"]))  # bad split fractions fail here, before any store entry
-    targets = compute_targets(cfg.teachers, list(pairs["question"]), list(pairs["answer"]),
-                              cfg.targets.store_dir, device=pick_device(cfg), progress=cfg.logging.progress)
+    # Bad split fractions fail in load_examples, before any store entry.
+    questions, answers, _ = load_examples(cfg)
+    texts = cfg.data.task == "texts"
+    targets = compute_targets(cfg.teachers, questions, answers, cfg.targets.store_dir, device=pick_device(cfg),
+                              progress=cfg.logging.progress, texts=texts)
     if int(os.environ.get("RANK", "0")) != 0:  # every rank took part; one reports
         return 0
+    what = "texts" if texts else "questions and answers"
     for name, d in targets.dims.items():
-        print(f"{name}: {len(pairs)} questions and answers, dim {d}, store {cfg.targets.store_dir}")
+        print(f"{name}: {len(questions)} {what}, dim {d}, store {cfg.targets.store_dir}")
     return 0
 
 
@@ -71,7 +94,7 @@ def load_run(run_dir: str | Path) -> tuple[Config, Path]:
     cfg_file = run_dir / "config.yaml"
     if not cfg_file.is_file():
         raise RunDirError(f"{run_dir} is not a run directory (no config.yaml)")
-    if not (run_dir / "student" / "student.json").is_file():
+    if not any((run_dir / "student" / f).is_file() for f in ("student.json", "config.json")):
         raise RunDirError(f"{run_dir} has no exported student (training has not finished)")
     data = load_yaml(cfg_file)
     cfg = load_config(data=data)
@@ -80,7 +103,17 @@ def load_run(run_dir: str | Path) -> tuple[Config, Path]:
     return cfg, run_dir
 
 
-def _student(run_dir: Path):
+def _student(run_dir: Path, cfg: Config | None = None):
+    """The run's exported student: a standalone export (config.json) loads as a TokenStudent."""
+    if (run_dir / "student" / "config.json").is_file():
+        from distill.encoder import load_standalone
+        from distill.token_student import TokenStudent
+
+        try:
+            model, root = load_standalone(run_dir / "student")
+        except (FileNotFoundError, ValueError) as err:
+            raise RunDirError(str(err)) from None
+        return TokenStudent(model, root)
     from distill.student import Student
 
     return Student.from_pretrained(run_dir / "student")
@@ -101,7 +134,7 @@ def cmd_eval(args) -> int:
     else:
         splits = {s: (getattr(data, s).x, getattr(data, s).targets) for s in ("validation", "test")}
         pairs = {s: len(getattr(data, s).idx) for s in ("validation", "test")}
-    ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size)
+    ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size, cfg.data.task == "pairs")
     results = {s: Evaluator(x, t, data.train, *ev).evaluate(student, "cpu") for s, (x, t) in splits.items()}
     print(format_splits(results, pairs, student.input_teacher))
     out = Path(args.out) if args.out else run_dir / "eval.json"
@@ -120,9 +153,16 @@ def _other_data(cfg: Config, student, path: str):
     from distill.targets import compute_targets
 
     data_cfg = replace(cfg.data, path=path, format="auto", categories=None, max_pairs=None)
-    other = load_pairs(data_cfg).dataset
-    eq, ea = list(other["question"]), list(other["answer"])
-    eval_t = compute_targets(cfg.teachers, eq, ea, cfg.targets.store_dir, progress=cfg.logging.progress)
+    texts = cfg.data.task == "texts"
+    if texts:  # a text run is evaluated on texts: every text's own teacher embeddings are the answers
+        from distill.data import load_texts
+
+        eq = ea = load_texts(data_cfg).texts
+    else:
+        other = load_pairs(data_cfg).dataset
+        eq, ea = list(other["question"]), list(other["answer"])
+    eval_t = compute_targets(cfg.teachers, eq, ea, cfg.targets.store_dir, progress=cfg.logging.progress,
+                             texts=texts)
     x = token_inputs(cfg, eq)[0] if student.input_mode == "tokens" else eval_t.q[student.input_teacher]
     return x, eval_t, len(eq)
 
@@ -132,20 +172,29 @@ def cmd_predict(args) -> int:
     if args.top_k < 1:
         raise RunDirError(f"--top-k must be >= 1, got {args.top_k}")
     from distill.evaluate import topk_cosine
-    from distill.rundata import load_run_data, token_inputs
+    from distill.rundata import load_run_data
 
-    student = _student(run_dir)
-    data = load_run_data(cfg, progress=False, mode="store")
-    space = student.input_teacher
-    if student.input_mode == "tokens":
-        x = token_inputs(cfg, [args.question])[0]
+    if (run_dir / "student" / "config.json").is_file():
+        # Standalone: the Encoder (tokenizer + student) embeds the question; no teacher is loaded.
+        from distill.encoder import Encoder
+
+        try:
+            enc = Encoder.from_pretrained(run_dir / "student")
+            pred = torch.from_numpy(enc.encode([args.question]))
+        except (FileNotFoundError, ValueError) as err:
+            raise RunDirError(str(err)) from None
+        space = enc.config.input_teacher
+        data = load_run_data(cfg, progress=False, mode="store", inputs=False)
     else:
         from teachers import load_teacher
 
+        student = _student(run_dir)
+        data = load_run_data(cfg, progress=False, mode="store", inputs=False)
+        space = student.input_teacher
         spec = next(t for t in cfg.teachers if t.name == space)
         x = load_teacher(spec, device="cpu").encode([args.question], role="query")
-    with torch.no_grad():
-        pred = student(x)[space]
+        with torch.no_grad():
+            pred = student(x)[space]
     # The answer bank is the training split's answers, searched in blocks (no N x N scores).
     values, indices = topk_cosine(pred, data.train.a[space], args.top_k)
     answers = [data.answers[i] for i in data.train_idx]

@@ -53,7 +53,16 @@ class DataSection:
     # A JSONL / JSON / CSV / Parquet file, a saved `datasets` directory, or builtin:<name>
     # for the shipped demo data (builtin:dolly_open_qa, builtin:chatterbot_english).
     path: str = "builtin:dolly_open_qa"
-    format: Literal["auto", "jsonl", "json", "csv", "parquet", "dataset"] = "auto"
+    format: Literal["auto", "jsonl", "json", "csv", "parquet", "dataset", "txt"] = "auto"
+    # pairs: question -> answer (the target is every teacher's embedding of the answer); texts:
+    # plain-text distillation (the target is every teacher's embedding of the same text, embedded
+    # once per teacher; needs student.input=tokens).
+    task: Literal["pairs", "texts"] = "pairs"
+    # texts: the field(s) each record contributes texts from (a .txt file: one text per line).
+    # Several fields (e.g. [question, answer] of a pairs file) keep a record's texts in one split,
+    # split by the first field, so a texts stage and a pairs stage on the same file and seed hold
+    # out the same questions.
+    text_fields: list[str] = field(default_factory=lambda: ["text"])
     question_field: str = "question"
     answer_field: str = "answer"
     category_field: str = "category"
@@ -83,6 +92,8 @@ class DataSection:
                              f"gets the rest), got {self.holdout_fraction!r} + {self.validation_fraction!r}")
         if self.max_pairs is not None and self.max_pairs < 2:
             raise ValueError(f"max_pairs: must be >= 2, got {self.max_pairs!r}")
+        if not self.text_fields or len(set(self.text_fields)) != len(self.text_fields):
+            raise ValueError(f"text_fields: must list at least one field, each once, got {self.text_fields!r}")
         if self.question_field == self.answer_field:
             raise ValueError("answer_field: must differ from question_field")
 
@@ -97,6 +108,19 @@ class StudentSection:
     input_teacher: Optional[str] = None
     # Width of the token embedding for input=tokens.
     token_dim: int = 128
+    # input=tokens: where the token table starts: the input teacher's own token embeddings
+    # (Model2Vec-style, PCA'd to token_dim; cached by fingerprint under targets.store_dir) or random.
+    token_init: Literal["teacher", "random"] = "teacher"
+    # input=tokens: run the lattice over the tokens on its input face and add its readout to the
+    # static mean (true), or the static mean of the token table alone (false, the ablation).
+    token_lattice: bool = True
+    # input=tokens: texts longer than the input face: fold (wrap around, cells average) | truncate.
+    overflow: Literal["fold", "truncate"] = "fold"
+    # input=tokens: tokens kept per text (longer texts are truncated there, in training and encode).
+    max_tokens: int = 256
+    # input=tokens: start from an earlier run's exported student (runs/X/student or runs/X); the
+    # shapes must match. null = start from token_init.
+    init_from: Optional[str] = None
     # Add the input back to the prediction in the input teacher's space, so an untrained
     # student starts at the identity baseline.
     residual: bool = True
@@ -111,6 +135,11 @@ class StudentSection:
             raise ValueError(f"token_dim: must be >= 1, got {self.token_dim!r}")
         if self.head_hidden < 0:
             raise ValueError(f"head_hidden: must be >= 0, got {self.head_hidden!r}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens: must be >= 1, got {self.max_tokens!r}")
+        if self.init_from is not None and self.input != "tokens":
+            raise ValueError("init_from: only a token-input (standalone) student starts from an export; "
+                             "set student.input=tokens")
 
 
 @dataclass
@@ -378,6 +407,10 @@ def check_cross_section(cfg: Config, config_dir: Path | None) -> None:
     """Checks that span sections or look at the file system."""
     if not cfg.teachers:
         raise ConfigError("teachers", "at least one teacher is needed")
+    if cfg.data.task == "texts" and cfg.student.input != "tokens":
+        raise ConfigError("data.task", "texts: plain-text distillation trains a standalone student; set "
+                                       "student.input=tokens (a teacher-input student would map a text's "
+                                       "embedding to itself)")
     seen: dict[str, int] = {}
     for i, t in enumerate(cfg.teachers):
         if t.name in seen:
@@ -455,7 +488,8 @@ def check_input_face(cfg: Config) -> None:
     teacher in a local directory): caught here, not after the teachers have run."""
     lat = cfg.student.lattice
     if cfg.student.input == "tokens":
-        dim, what = cfg.student.token_dim, f"student.token_dim={cfg.student.token_dim}"
+        # Tokens are written one per face cell (lattice/tokens.py): no vector has to fit the face.
+        dim, what = 1, "token input"
     else:
         t = cfg.input_teacher()
         dim, what = teacher_dim(t), f"input teacher '{t.name}' embeds in {teacher_dim(t)} dimensions"
@@ -499,9 +533,10 @@ def check_teacher_source(t: TeacherSpec, path: str, config_dir: Path | None) -> 
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                data: dict | None = None) -> Config:
-    """Load, override, expand presets, validate. Raises :class:`ConfigError` on any problem."""
-    config_dir = None
+                data: dict | None = None, config_dir: Path | None = None) -> Config:
+    """Load, override, expand presets, validate. Raises :class:`ConfigError` on any problem.
+    ``config_dir``: where presets resolve for ``data`` given directly (a file's own directory
+    otherwise)."""
     if path is not None:
         data = load_yaml(path)
         config_dir = Path(path).resolve().parent

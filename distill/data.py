@@ -26,7 +26,9 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 BUILTIN_DIR = Path(__file__).resolve().parent / "builtin_data"
-SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+SUFFIX_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet",
+                  ".txt": "txt"}
+TXT_FIELD = "text"  # the one field of a .txt record
 
 
 class DataError(ValueError):
@@ -104,6 +106,10 @@ def _records(p: Path, fmt: str):
                 yield lineno, DataError(f"{p}:{lineno}: not valid JSON ({err.msg} at column {err.colno})")
                 continue
             yield lineno, rec
+    elif fmt == "txt":
+        # One text per line; an empty line is an empty text (an error, not a separator).
+        for lineno, line in _jsonl_lines(p):
+            yield lineno, {TXT_FIELD: line.rstrip("\r\n")}
     elif fmt == "json":
         text = _decode(p)
         try:
@@ -163,6 +169,58 @@ def _text(rec: dict, field: str, where: str) -> str:
     return v
 
 
+@dataclass
+class Texts:
+    """Plain texts (data.task=texts): ``texts`` in file order, ``group[i]`` the record text i came
+    from (a record with several text_fields gives several texts), ``keys[g]`` record g's first text
+    (what the split is by)."""
+
+    texts: list[str]
+    group: np.ndarray
+    keys: list[str]
+    skipped: int
+    source: str
+
+
+def load_texts(cfg) -> Texts:
+    """Load the texts described by a :class:`distill.config.DataSection` with ``task: texts``.
+
+    A missing field, an empty text or a non-UTF-8 line is a ``DataError`` naming FILE:LINE (JSONL,
+    CSV, TXT) or the record; ``on_error: skip`` skips the record instead. ``max_pairs`` caps records.
+    """
+    p = resolve_data_path(cfg.path)
+    if not p.exists():
+        raise DataError(f"data.path: file not found: {p}")
+    fmt = detect_format(p, cfg.format)
+    fields = [TXT_FIELD] if fmt == "txt" else list(cfg.text_fields)
+    texts, group, keys = [], [], []
+    skipped, first_error = 0, None
+    for row, rec in _records(p, fmt):
+        where = f"{p}:{row}" if fmt in ("jsonl", "csv", "txt") else f"{p}: record {row}"
+        try:
+            if isinstance(rec, DataError):
+                raise rec
+            if not isinstance(rec, dict):
+                raise DataError(f"{where}: a record must be an object with fields, got {type(rec).__name__}")
+            got = [_text(rec, f, where) for f in fields]
+        except DataError as err:
+            if cfg.on_error == "stop":
+                raise
+            skipped += 1
+            first_error = first_error or err
+            continue
+        texts.extend(got)
+        group.extend([len(keys)] * len(got))
+        keys.append(got[0])
+        if cfg.max_pairs is not None and len(keys) >= cfg.max_pairs:
+            break
+    if skipped:
+        logger.warning("skipped %d bad row(s) in %s (first: %s)", skipped, p, first_error)
+    if not keys:
+        raise DataError(f"{p}: no texts" + (f" ({skipped} bad rows skipped)" if skipped else ""))
+    return Texts(texts, np.asarray(group, dtype=np.int64), keys, skipped, str(p))
+
+
 def load_pairs(cfg) -> Pairs:
     """Load the pairs described by a :class:`distill.config.DataSection`."""
     import datasets
@@ -172,6 +230,8 @@ def load_pairs(cfg) -> Pairs:
     if not p.exists():
         raise DataError(f"data.path: file not found: {p}")
     fmt = detect_format(p, cfg.format)
+    if fmt == "txt":
+        raise DataError(f"{p}: a text file holds one text per line, not question/answer pairs; set data.task=texts")
     wanted = set(cfg.categories) if cfg.categories is not None else None
     cols = _ArrowColumns()
     skipped = 0

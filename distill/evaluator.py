@@ -31,13 +31,17 @@ class Evaluator:
 
     x: (N, ...) student inputs of the split; split: its targets; train: the training split's
     targets the ridge baseline is fitted on (None: identity baseline only, as in online mode,
-    which never holds the whole training split's targets).
+    which never holds the whole training split's targets). ``baselines=False`` (data.task=texts):
+    the student's rows only.
     """
 
     def __init__(self, x: torch.Tensor, split: Targets, train: Targets | None, ks: tuple[int, ...],
-                 ridge_lambda: float, batch_size: int):
+                 ridge_lambda: float, batch_size: int, baselines: bool = True):
         self.x, self.split, self.ks, self.batch_size = x, split, tuple(ks), batch_size
         names = list(split.a)
+        if not baselines:  # a text task: the "question" is the target itself, a baseline would be 1.0
+            self.baselines = {n: {} for n in names}
+            return
         self.baselines = evaluate_spaces({n: split.q[n] for n in names}, {n: split.q[n] for n in names}, split.a,
                                          train.q if train is not None else None,
                                          train.a if train is not None else None,

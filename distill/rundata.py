@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from distill.config import Config
-from distill.data import Split, load_pairs, split_indices
+from distill.data import Split, load_pairs, normalise_question, split_indices
 from distill.schema import ConfigError
 from distill.targets import Targets, compute_targets
 
@@ -113,34 +113,48 @@ def split_pairs(cfg: Config, questions: list[str]) -> Split:
 
 
 def token_inputs(cfg: Config, questions: list[str]) -> tuple[torch.Tensor, int, int]:
-    """(N, L) token ids of the questions on the input teacher's tokenizer, plus vocab size and pad id."""
-    from transformers import AutoTokenizer
+    """(N, L) token ids of the texts on the input teacher's tokenizer (-1 padded, as the standalone
+    student and its Encoder read them), plus the vocabulary size and the pad id (-1)."""
+    from distill.token_student import PAD, tokenize
 
-    from teachers import resolve_model_source
-
-    spec = cfg.input_teacher()
-    tok = AutoTokenizer.from_pretrained(resolve_model_source(spec.model), revision=spec.revision,
-                                        trust_remote_code=spec.trust_remote_code)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    enc = tok([spec.query_prefix + q for q in questions], truncation=True, max_length=min(spec.max_length, 128),
-              add_special_tokens=False)
-    width = max(1, max(len(ids) for ids in enc["input_ids"]))
-    ids = torch.full((len(questions), width), pad, dtype=torch.long)
-    for i, row in enumerate(enc["input_ids"]):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return ids, len(tok), pad
+    ids, vocab = tokenize(cfg.input_teacher(), questions, cfg.student.max_tokens)
+    return ids, vocab, PAD
 
 
-def load_run_data(cfg: Config, progress: bool = True, mode: str | None = None) -> RunData:
+def load_examples(cfg: Config) -> tuple[list[str], list[str], Split]:
+    """(questions, answers, split) of the configured data. ``data.task: texts``: questions and
+    answers are the same texts (the student's input and the text whose teacher embedding is the
+    target), split by record (a record's texts share a split)."""
+    if cfg.data.task == "texts":
+        from distill.data import load_texts
+
+        t = load_texts(cfg.data)
+        by_record = split_pairs(cfg, t.keys)
+        labels = np.zeros(len(t.keys), dtype=np.int64)
+        labels[by_record.validation], labels[by_record.test] = 1, 2
+        per_text = labels[t.group]
+        # A text held out through one record (an answer shared by two questions) is not trained on
+        # through another: split by distinct text too.
+        norm = [normalise_question(x) for x in t.texts]
+        held = {norm[i] for i in np.flatnonzero(per_text > 0)}
+        per_text[[i for i in np.flatnonzero(per_text == 0) if norm[i] in held]] = -1
+        split = Split(*(np.flatnonzero(per_text == k).astype(np.int64) for k in (0, 1, 2)))
+        return t.texts, t.texts, split
+    pairs = load_pairs(cfg.data).dataset
+    questions, answers = list(pairs["question"]), list(pairs["answer"])
+    return questions, answers, split_pairs(cfg, questions)
+
+
+def load_run_data(cfg: Config, progress: bool = True, mode: str | None = None, inputs: bool = True) -> RunData:
     """Pairs, split and targets: from the store, or (online mode) from teachers inside the job.
 
     ``mode`` overrides ``cfg.targets.mode`` (eval and predict always read the store).
+    ``inputs=False``: skip tokenizing the texts for a token student (predict needs only the answer
+    bank); the splits' inputs are then the input teacher's question embeddings.
     """
-    pairs = load_pairs(cfg.data).dataset
-    questions, answers = list(pairs["question"]), list(pairs["answer"])
-    split = split_pairs(cfg, questions)
+    questions, answers, split = load_examples(cfg)
     token_ids, vocab_size, pad_id = None, 0, 0
-    if cfg.student.input == "tokens":
+    if cfg.student.input == "tokens" and inputs:
         token_ids, vocab_size, pad_id = token_inputs(cfg, questions)
     load = _stored if (mode or cfg.targets.mode) == "store" else _online
     train_t, evals, stats_answers, source = load(cfg, questions, answers, split, token_ids, progress)
@@ -150,7 +164,7 @@ def load_run_data(cfg: Config, progress: bool = True, mode: str | None = None) -
 
 def _stored(cfg: Config, questions, answers, split: Split, token_ids, progress: bool):
     targets = compute_targets(cfg.teachers, questions, answers, cfg.targets.store_dir, device=pick_device(cfg),
-                              progress=progress)
+                              progress=progress, texts=cfg.data.task == "texts")
     inputs = token_ids if token_ids is not None else targets.q[cfg.input_teacher().name]
     train_t = targets.select(split.train)
     evals = {name: EvalSplit(idx, targets.select(idx), inputs[torch.as_tensor(idx)])

@@ -6,9 +6,8 @@ With ``skip: true`` each head also gets a linear map of the input itself (``skip
 teacher space has at least a linear (ridge-like) path from the question and the lattice learns
 the non-linear rest.
 
-The input is a teacher's question embedding (``input: teacher``) or the mean of the student's
-own token embeddings over the input teacher's tokenizer (``input: tokens``, a standalone
-student that needs no teacher at inference). With ``residual: true`` the question embedding is
+The input is a teacher's question embedding (``input: teacher``). A token-input student
+(``input: tokens``, standalone: no teacher at query time) is :mod:`distill.token_student`. With ``residual: true`` the question embedding is
 added to the prediction in the input teacher's space and that head starts at zero, so the
 untrained student *is* the identity baseline and training can only move it from there.
 """
@@ -54,28 +53,18 @@ class TeacherInput(nn.Module):
         return x
 
 
-class TokenInput(nn.Module):
-    """input: tokens -- x is (B, L) token ids (pad_id padded) -> mean token embedding (B, token_dim)."""
-
-    def __init__(self, student: Student):
-        super().__init__()
-        if student.vocab_size < 1:
-            raise ValueError("vocab_size: a token-input student needs the tokenizer's vocabulary size")
-        self.dim = student.token_dim
-        self.embed = nn.EmbeddingBag(student.vocab_size, student.token_dim, mode="mean", padding_idx=student.pad_id)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(x)
-
-
 # The student's input modes (``student.input`` in the config). A new mode is one class plus one line.
-INPUT_ADAPTERS: dict[str, type[nn.Module]] = {"teacher": TeacherInput, "tokens": TokenInput}
+INPUT_ADAPTERS: dict[str, type[nn.Module]] = {"teacher": TeacherInput}
 
 
 def section_config(section, input_teacher: str) -> dict:
     """The student's fields from the config's ``student`` section (a ``StudentSection``), as the
     student records them: residual applies to teacher input only; the lattice without the sizes
     only the data fixes. This is also what a resume must match, as far as the config tells."""
+    if section.input == "tokens":
+        from distill import token_student
+
+        return token_student.section_config(section, input_teacher)
     lattice = section.lattice.to_dict()
     lattice.pop("input_dim", None)
     lattice.pop("output_dim", None)

@@ -31,15 +31,21 @@ class Targets:
 
 
 def compute_targets(teachers, questions: list[str], answers: list[str], store_dir: str,
-                    device: str = "cpu", progress: bool = True) -> Targets:
+                    device: str = "cpu", progress: bool = True, texts: bool = False) -> Targets:
     """Embed questions (query role) and answers (answer role) with every teacher, via the store.
 
-    Works in one process and inside a torch.distributed job (the teachers package shards the
-    work and writes the store from one rank).
+    ``texts=True`` (plain-text distillation, questions and answers the same texts): the texts are
+    embedded once per teacher (answer role: a text is a document) and ``q`` and ``a`` are both
+    that array. Works in one process and inside a torch.distributed job (the teachers package
+    shards the work and writes the store from one rank).
     """
     from teachers import TargetStore, build_targets
 
     store = TargetStore(store_dir)
+    if texts:
+        arrays = build_targets(list(teachers), {"text": questions}, store, device=device, progress=progress)
+        t = {s.name: torch.from_numpy(np.array(arrays[(s.name, "text")], dtype=np.float32)) for s in teachers}
+        return Targets(t, dict(t))
     arrays = build_targets(list(teachers), {"question": questions, "answer": answers}, store,
                            device=device, progress=progress)
     q = {t.name: torch.from_numpy(np.array(arrays[(t.name, "question")], dtype=np.float32)) for t in teachers}

@@ -84,6 +84,10 @@ def make_accelerator(cfg: Config, log: bool = True):
 
 def default_student(r: Recipe) -> Student:
     """The student from the config's ``student`` section and the teachers' dimensions."""
+    if r.cfg.student.input == "tokens":
+        from distill.token_student import build_token_student
+
+        return build_token_student(r.cfg, r.data.dims, r.data.vocab_size)
     try:
         return Student.from_section(r.cfg.student, r.data.dims, r.cfg.input_teacher().name,
                                     r.data.vocab_size, r.data.pad_id)
@@ -138,7 +142,7 @@ class Recipe:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.policy = EvalPolicy(self.state, o.schedule, o.plateau_patience, o.plateau_factor,
                                  cfg.train.early_stopping_patience)
-        ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size)
+        ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size, cfg.data.task == "pairs")
         # Every decision reads the validation split; the test split is evaluated once, at the end.
         self.evaluator = Evaluator(data.validation.x, data.validation.targets, data.train, *ev)
         self.test_evaluator = Evaluator(data.test.x, data.test.targets, data.train, *ev)

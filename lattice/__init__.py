@@ -10,10 +10,12 @@ from .neighbourhood import BOUNDARIES, NEIGHBOURHOODS, neighbourhood_offsets
 from .perceive import PERCEIVES, Perceive
 from .readout import READOUTS
 from .rules import RULES, CellRule
+from .tokens import OVERFLOWS, TokenLattice3D, tokens_to_face
 
 __all__ = [
     "BOUNDARIES",
     "NEIGHBOURHOODS",
+    "OVERFLOWS",
     "PERCEIVES",
     "READOUTS",
     "RULES",
@@ -22,5 +24,7 @@ __all__ = [
     "LatticeConfig",
     "LatticeOutput",
     "Perceive",
+    "TokenLattice3D",
     "neighbourhood_offsets",
+    "tokens_to_face",
 ]

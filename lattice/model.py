@@ -176,8 +176,12 @@ class Lattice3D(nn.Module):
         T = self.sample_steps() if steps is None else int(steps)
         if T < 0:
             raise ValueError(f"steps: must be >= 0, got {T}")
-        wanted = set(trace_steps)
         state, face = self.initial_state(x)
+        return self._run_from(state, face, T, trace_steps)
+
+    def _run_from(self, state: torch.Tensor, face: torch.Tensor, T: int, trace_steps: Iterable[int]) -> LatticeOutput:
+        """The T steps and the readout, from a state with the input already written."""
+        wanted = set(trace_steps)
         trace = {0: state.detach().clone()} if 0 in wanted else {}
         step_fn = self._step_fn()
         use_ckpt = self.config.checkpoint and torch.is_grad_enabled()

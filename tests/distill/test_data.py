@@ -130,7 +130,7 @@ def test_csv_bad_row_line_number(tmp_path):
 def test_missing_file_and_unknown_suffix(tmp_path):
     with pytest.raises(DataError, match="file not found"):
         load_pairs(DataSection(path=str(tmp_path / "nope.jsonl")))
-    p = tmp_path / "d.txt"
+    p = tmp_path / "d.tsv"
     p.write_text("x")
     with pytest.raises(DataError, match="cannot tell the format"):
         load_pairs(DataSection(path=str(p)))

@@ -139,10 +139,9 @@ CASES = [
          ["student.lattice: input face too small", "32 values do not fit on the 2x2 input face",
           "input teacher 'bert-mean' embeds in 32 dimensions"],
          sets=["student.lattice.height=2", "student.lattice.width=2", "student.lattice.channels=4"]),
-    Case("lattice face smaller than the token input",
-         ["student.lattice: input face too small", "200 values do not fit on the 4x4 input face",
-          "student.token_dim=200"],
-         sets=["student.input=tokens", "student.token_dim=200"]),
+    Case("init_from on a teacher-input student",
+         ["student.init_from: only a token-input (standalone) student starts from an export"],
+         sets=["student.init_from=runs/x/student"]),
     # ---- config: files and --set ----
     Case("config file missing", ["config file not found:", "nope.yaml"], args=["train", "{case}/nope.yaml"]),
     Case("config not YAML", ["run.yaml: line 3, column 1: invalid YAML"], config_text="run:\n  name: [unclosed\n"),

@@ -1,0 +1,257 @@
+"""The standalone student: teacher-derived token table, the student built on it, the export and
+the Encoder / `distill encode` that need no teacher and no training code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from distill.encoder import Encoder, export_standalone
+from distill.standalone import StandaloneConfig, StandaloneStudent
+from distill.token_init import pca, teacher_token_table, zipf_weights
+from tests.conftest import ROOT, run_cli, snapshot
+from tests.teachers.tiny import build_tiny
+
+LATTICE = {"depth": 2, "height": 3, "width": 4, "channels": 4, "hidden": 8, "steps": 2}
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A tiny random BERT (hidden 32) with MiniLM's real WordPiece tokenizer (30522 tokens)."""
+    return build_tiny("bert", tmp_path_factory.mktemp("tiny") / "bert")
+
+
+@pytest.fixture(scope="module")
+def table(tiny_bert, tmp_path_factory):
+    torch.set_num_threads(1)
+    return teacher_token_table(str(tiny_bert), dim=16, cache_dir=tmp_path_factory.mktemp("tables"))
+
+
+def test_pca_reconstructs_and_orders_by_variance():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6)) * np.array([5, 4, 3, 2, 1, 0.5])
+    s, mean, comps = pca(x, 6)
+    np.testing.assert_allclose(s @ comps + mean, x, atol=1e-9)
+    var = s.var(0)
+    assert np.all(np.diff(var) <= 1e-9)
+    s3, _, _ = pca(x, 3)
+    np.testing.assert_allclose(s3, s[:, :3], atol=1e-9)
+    with pytest.raises(ValueError, match="dim"):
+        pca(x, 7)
+
+
+def test_zipf_weights_favour_rare_tokens():
+    w = zipf_weights(1000, 1e-3)
+    assert w.shape == (1000,) and np.all(np.diff(w) > 0) and 0 < w[0] < w[-1] < 1
+    assert np.all(zipf_weights(5, None) == 1)
+
+
+def test_table_rows_are_the_weighted_pca_of_the_teacher_tokens(table, tiny_bert):
+    """Recompute a few rows by hand: teacher forward on [CLS] v [SEP], mean over the 3 positions,
+    centre, project on the components, scale by the Zipf weight."""
+    from transformers import AutoModel
+
+    assert table.table.shape == (30522, 16)
+    model = AutoModel.from_pretrained(tiny_bert).eval()
+    ids = [101, 1996, 2339, 7592, 29000]
+    x = torch.tensor([[101, v, 102] for v in ids])
+    with torch.no_grad():
+        h = model(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state.mean(1).numpy()
+    want = ((h - table.mean) @ table.components.T) * table.weights[ids, None]
+    np.testing.assert_allclose(table.table[ids], want, rtol=1e-3, atol=1e-5)
+    # components are orthonormal rows in the teacher's space
+    np.testing.assert_allclose(table.components @ table.components.T, np.eye(16), atol=1e-5)
+
+
+def test_table_cache_hit_fingerprint_and_rebuild(table, tiny_bert, tmp_path, monkeypatch):
+    import distill.token_init as ti
+
+    a = teacher_token_table(str(tiny_bert), dim=16, cache_dir=tmp_path)
+    entry = tmp_path / a.fingerprint
+    assert (entry / "manifest.json").is_file() and not list(tmp_path.glob(".*tmp*"))
+    monkeypatch.setattr(ti, "embed_vocabulary", lambda *a, **k: pytest.fail("cache miss"))
+    b = teacher_token_table(str(tiny_bert), dim=16, cache_dir=tmp_path)
+    np.testing.assert_array_equal(a.table, b.table)
+    monkeypatch.undo()
+    c = teacher_token_table(str(tiny_bert), dim=8, sif=None, cache_dir=tmp_path)  # new params: new entry
+    assert c.fingerprint != a.fingerprint and c.table.shape == (30522, 8)
+    (entry / "table.npy").write_bytes(b"truncated")  # a damaged entry is rebuilt, not trusted
+    d = teacher_token_table(str(tiny_bert), dim=16, cache_dir=tmp_path)
+    np.testing.assert_allclose(d.table, a.table, rtol=1e-5, atol=1e-6)
+
+
+def student(table=None, lattice=LATTICE, init="teacher", heads=None, seed=0):
+    torch.manual_seed(seed)
+    dim = 16 if table is None else table.table.shape[1]
+    cfg = StandaloneConfig(vocab_size=30522, token_dim=dim, heads=heads or {"t": 32}, input_teacher="t",
+                           lattice=lattice, init=init)
+    return StandaloneStudent(cfg, token_table=table).eval()
+
+
+def test_untrained_student_static_path_is_the_pca_table(table):
+    st = student(table)
+    ids = torch.tensor([[1996, 2339, 7592, 0], [5, 0, 0, 0]])
+    mask = torch.tensor([[1.0, 1, 1, 0], [1, 0, 0, 0]])
+    rows = torch.from_numpy(table.table)
+    torch.testing.assert_close(st.static(ids, mask)[0], rows[[1996, 2339, 7592]].mean(0))
+    torch.testing.assert_close(st.static(ids, mask)[1], rows[5])
+    # the lattice starts as an exact zero correction, and the head maps back to the teacher space
+    with torch.no_grad():
+        on, off = st(ids, mask)["t"], st(ids, mask, use_lattice=False)["t"]
+        torch.testing.assert_close(on, off)
+        want = st.static(ids, mask) @ torch.from_numpy(table.components) + torch.from_numpy(table.mean)
+        torch.testing.assert_close(off, want)
+    # random init is a different table
+    assert not torch.allclose(student(None, init="random").embed.weight[:100], rows[:100])
+
+
+def trained_like(table, seed=0):
+    """A student whose lattice is not zero, so encode == forward really covers the lattice."""
+    st = student(table, heads={"t": 32, "other": 8}, seed=seed)
+    with torch.no_grad():
+        for n, p in st.named_parameters():
+            if n.startswith("lattice."):
+                p.copy_(torch.randn_like(p) * 0.3)
+    return st
+
+
+@pytest.fixture
+def export(table, tiny_bert, tmp_path) -> Path:
+    st = trained_like(table)
+    run = tmp_path / "run"
+    export_standalone(st, tiny_bert, run / "student")
+    return run
+
+
+TEXTS = ["What is AI?", "hi", "The quick brown fox jumps over the lazy dog, twice, and then it rests.",
+         "Name three prime numbers.", "A cellular automaton updates every cell from its neighbours, " * 6]
+
+
+def test_encode_equals_the_student_forward(export, table, tiny_bert):
+    from tokenizers import Tokenizer
+
+    enc = Encoder.from_pretrained(export)
+    st = trained_like(table)
+    tok = Tokenizer.from_file(str(tiny_bert / "tokenizer.json"))
+    tok.no_padding()  # MiniLM's file pads to 128 and truncates there
+    tok.no_truncation()
+    want = []
+    with torch.no_grad():
+        for t in TEXTS:  # one text at a time, no padding: the plain reference
+            ids = torch.tensor([tok.encode(t, add_special_tokens=False).ids])
+            y = st(ids, torch.ones(ids.shape))
+            want.append(torch.nn.functional.normalize(y["t"], dim=-1)[0].numpy())
+    for bs in (1, 2, 64):
+        got = enc.encode(TEXTS, batch_size=bs)
+        assert got.shape == (5, 32) and got.dtype == np.float32
+        np.testing.assert_allclose(got, np.stack(want), rtol=1e-4, atol=1e-5)
+    other = enc.encode(TEXTS, space="other")
+    assert other.shape == (5, 8)
+    np.testing.assert_allclose(np.linalg.norm(other, axis=1), 1, rtol=1e-5)
+    with pytest.raises(ValueError, match="space"):
+        enc.encode(TEXTS, space="nope")
+    with pytest.raises(ValueError, match="text 1: empty"):
+        enc.encode(["ok", "  "])
+
+
+def test_export_loads_in_a_fresh_interpreter_without_training_code(export):
+    code = (
+        "import sys, json\n"
+        "from distill import Encoder\n"
+        f"v = Encoder.from_pretrained({str(export)!r}).encode(['What is AI?', 'hi'])\n"
+        "heavy = [m for m in ('accelerate', 'deepspeed', 'transformers', 'teachers', 'distill.train',\n"
+        "         'distill.student', 'distill.commands', 'datasets') if m in sys.modules]\n"
+        "print(json.dumps({'shape': list(v.shape), 'heavy': heavy}))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out == {"shape": [2, 32], "heavy": []}
+
+
+def test_cli_encode_jsonl_and_txt_in_input_order(export, tmp_path):
+    enc = Encoder.from_pretrained(export)
+    jl = tmp_path / "in.jsonl"
+    jl.write_text("".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(TEXTS)))
+    r = run_cli(["encode", str(export), "--input", str(jl), "--output", str(tmp_path / "a.npy"),
+                 "--batch-size", "2"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "a.npy"), enc.encode(TEXTS), rtol=1e-5, atol=1e-6)
+    txt = tmp_path / "in.txt"
+    txt.write_text("\n".join(TEXTS[::-1]) + "\n")
+    r = run_cli(["encode", str(export / "student"), "--input", str(txt), "--output", str(tmp_path / "b.npy"),
+                 "--space", "other"], cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), enc.encode(TEXTS[::-1], space="other"), rtol=1e-5,
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["missing_field", "non_utf8", "empty_text", "bad_space", "no_student",
+                                  "qa_student", "no_tokenizer"])
+def test_cli_encode_bad_input(case, export, tmp_path):
+    run = export
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "fine"}\n{"text": "also fine"}\n')
+    extra = []
+    want = None
+    if case == "missing_field":
+        src.write_text('{"text": "fine"}\n{"txt": "oops"}\n')
+        want = f"{src}:2: missing 'text' field"
+    elif case == "non_utf8":
+        src = tmp_path / "in.txt"
+        src.write_bytes(b"fine\n\xff\xfe bad\n")
+        want = f"{src}:2: not valid UTF-8"
+    elif case == "empty_text":
+        src.write_text('{"text": "fine"}\n{"text": "   "}\n')
+        want = f"{src}:2: empty text"
+    elif case == "bad_space":
+        extra = ["--space", "nope"]
+        want = "--space: 'nope' is not one of this student's spaces (t, other)"
+    elif case == "no_student":
+        run = tmp_path / "emptyrun"
+        run.mkdir()
+        want = "no exported standalone student"
+    elif case == "qa_student":
+        run = tmp_path / "qarun"
+        (run / "student").mkdir(parents=True)
+        (run / "student" / "config.json").write_text('{"format_version": 1, "model": "Student"}')
+        want = "not a standalone"
+    elif case == "no_tokenizer":
+        (export / "student" / "tokenizer.json").unlink()
+        want = "tokenizer missing from the export"
+    out = tmp_path / "out" / "o.npy"
+    (tmp_path / "out").mkdir()
+    before = snapshot(tmp_path / "out")
+    r = run_cli(["encode", str(run), "--input", str(src), "--output", str(out), *extra], cwd=tmp_path)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and want in lines[0], r.stderr
+    assert snapshot(tmp_path / "out") == before
+
+
+def test_lattice_path_receives_gradients_and_moves_off_zero(table):
+    """The zero-initialised readout must not leave the lattice dead: one SGD step on a loss must
+    give the readout weight and the cell rule non-zero gradients and make lattice-on differ from
+    lattice-off (a zero rule AND a zero readout would keep every lattice gradient at zero)."""
+    st = student(table).train()
+    ids = torch.tensor([[1996, 2339, 7592, 2003], [2054, 2003, 9932, 0]])
+    mask = torch.tensor([[1.0, 1, 1, 1], [1, 1, 1, 0]])
+    loss = st(ids, mask)["t"].pow(2).sum()
+    loss.backward()
+    assert st.lattice.readout.proj.weight.grad.abs().sum() > 0
+    opt = torch.optim.SGD(st.parameters(), lr=0.1)
+    opt.step()
+    opt.zero_grad()
+    st(ids, mask)["t"].pow(2).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in st.lattice.rule.parameters())
+    st.eval()
+    with torch.no_grad():
+        diff = st(ids, mask)["t"] - st(ids, mask, use_lattice=False)["t"]
+    assert diff.abs().max() > 1e-6
+    assert not torch.allclose(diff[0], diff[1])  # text-dependent, not a constant bias

@@ -102,6 +102,11 @@ class StudentSection:
     residual: bool = True
     # Give each head a linear path from the input too (a skip around the lattice).
     skip: bool = True
+    # How the skips start: "ridge" = the closed-form ridge map (eval.ridge_lambda) from the input
+    # teacher's training questions to each teacher's training answers, with every head zeroed, so
+    # the untrained student *is* the same-input ridge baseline; "zero" = zero skips (the residual
+    # student starts at the identity baseline). Ridge needs the training targets (store mode).
+    skip_init: Literal["zero", "ridge"] = "ridge"
     # Hidden width of each teacher's head (0 = a single linear layer).
     head_hidden: int = 0
     lattice: LatticeConfig = field(default_factory=LatticeConfig)

@@ -92,9 +92,10 @@ def default_student(r: Recipe) -> Student:
     s = r.cfg.student
     # Ridge-initialised skips (issue #11 item 7): a zero skip starts a non-input teacher's space
     # far below ridge and cosine + InfoNCE never climbs back to it within the run's steps.
-    if s.skip_init == "ridge" and s.skip and s.input == "teacher" and r.data.train is not None:
+    if s.skip_init != "zero" and s.skip and s.input == "teacher" and r.data.train is not None:
         train = r.data.train
-        student.init_skips_from_ridge(train.q[student.input_teacher], train.a, r.cfg.eval.ridge_lambda)
+        student.init_skips_from_ridge(train.q[student.input_teacher], train.a, r.cfg.eval.ridge_lambda,
+                                      freeze=s.skip_init == "ridge_frozen")
     return student
 
 

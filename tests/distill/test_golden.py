@@ -32,8 +32,8 @@ OVERRIDES = {
     "logging.image_every": 0, "logging.histogram_every": 0,
     "loss.terms": {"cosine": 1.0, "mse": 0.5, "infonce": 0.25},
     "optim.schedule": "cosine",
-    # The zero (identity-start) skips these numbers were recorded with; ridge-initialised skips
-    # (the default since issue #11) are checked in test_ridge_init.py.
+    # The zero (identity-start) skips these numbers were recorded with (also the default); the
+    # ridge-initialised skips (issue #11) are checked in test_ridge_init.py.
     "student.skip_init": "zero",
 }
 

@@ -54,6 +54,20 @@ def test_ridge_init_still_trains_the_heads():
     loss = sum((y - train.a[n]).pow(2).mean() for n, y in st(train.q["a"]).items())
     loss.backward()
     assert all(st.heads[n].net[-1].weight.grad.abs().sum() > 0 for n in ("a", "b"))
+    assert all(p.grad is not None for p in st.skips.parameters())
+
+
+def test_frozen_ridge_skips_get_no_gradient_and_keep_the_map():
+    train = _data(64, 0)
+    st = _student(True)
+    st.init_skips_from_ridge(train.q["a"], train.a, lam=1.0, freeze=True)
+    before = {k: v.clone() for k, v in st.skips.state_dict().items()}
+    opt = torch.optim.AdamW([p for p in st.parameters() if p.requires_grad], lr=0.1)
+    sum((y - train.a[n]).pow(2).mean() for n, y in st(train.q["a"]).items()).backward()
+    opt.step()
+    assert all(p.grad is None for p in st.skips.parameters())
+    assert all(torch.equal(before[k], v) for k, v in st.skips.state_dict().items())
+    assert st.heads["b"].net[-1].weight.abs().sum() > 0  # the heads did move
 
 
 def test_evaluator_adds_ridge_input_for_the_other_teachers_only():

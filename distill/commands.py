@@ -135,7 +135,9 @@ def cmd_eval(args) -> int:
         splits = {s: (getattr(data, s).x, getattr(data, s).targets) for s in ("validation", "test")}
         pairs = {s: len(getattr(data, s).idx) for s in ("validation", "test")}
     ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size, cfg.data.task == "pairs")
-    results = {s: Evaluator(x, t, data.train, *ev).evaluate(student, "cpu") for s, (x, t) in splits.items()}
+    it = student.input_teacher if student.input_mode == "teacher" else None
+    results = {s: Evaluator(x, t, data.train, *ev, input_teacher=it).evaluate(student, "cpu")
+               for s, (x, t) in splits.items()}
     print(format_splits(results, pairs, student.input_teacher))
     out = Path(args.out) if args.out else run_dir / "eval.json"
     from distill.checkpoint import write_json_atomic

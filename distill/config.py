@@ -126,6 +126,13 @@ class StudentSection:
     residual: bool = True
     # Give each head a linear path from the input too (a skip around the lattice).
     skip: bool = True
+    # How the skips start: "ridge" = the closed-form ridge map (eval.ridge_lambda) from the input
+    # teacher's training questions to each teacher's training answers, with every head zeroed, so
+    # the untrained student *is* the same-input ridge baseline; "zero" = zero skips (the residual
+    # student starts at the identity baseline). Ridge needs the training targets (store mode).
+    # "ridge_frozen": ridge, and the skips are not trained (AdamW's per-weight steps of ~lr scramble
+    # a d x d closed-form map within a few hundred steps; the lattice and heads learn the rest).
+    skip_init: Literal["zero", "ridge", "ridge_frozen"] = "zero"
     # Hidden width of each teacher's head (0 = a single linear layer).
     head_hidden: int = 0
     lattice: LatticeConfig = field(default_factory=LatticeConfig)

@@ -182,13 +182,13 @@ def format_table(results: dict[str, dict[str, dict[str, float]]], input_teacher:
         metrics = list(next(iter(rows.values())).keys())
         tag = " (input teacher)" if name == input_teacher else ""
         lines.append(f"teacher space: {name}{tag}")
-        header = f"  {'predictor':<10}" + "".join(f"{m:>11}" for m in metrics)
+        header = f"  {'predictor':<11}" + "".join(f"{m:>11}" for m in metrics)
         lines.append(header)
         lines.append("  " + "-" * (len(header) - 2))
         for pred_name, vals in rows.items():
-            lines.append(f"  {pred_name:<10}" + "".join(f"{vals[m]:>11.4f}" for m in metrics))
+            lines.append(f"  {pred_name:<11}" + "".join(f"{vals[m]:>11.4f}" for m in metrics))
         if "student" in rows:
-            beats = [b for b in ("identity", "ridge") if b in rows]
+            beats = [b for b in ("identity", "ridge", "ridge_input") if b in rows]
             verdict = []
             for m in ("cosine", "recall@1"):
                 if m in rows["student"] and beats:

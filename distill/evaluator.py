@@ -2,14 +2,15 @@
 student's metrics.
 
 Built once per split; ``evaluate(student)`` runs the student over the split's inputs and returns
-``{teacher: {"student": metrics, "identity": ..., "ridge": ...}}`` (the shape of eval.json).
+``{teacher: {"student": metrics, "identity": ..., "ridge": ..., "ridge_input": ...}}`` (the shape of
+eval.json; ``ridge_input``: ridge from the input teacher's question embedding, other teachers only).
 """
 
 from __future__ import annotations
 
 import torch
 
-from distill.evaluate import evaluate_spaces, format_table, retrieval_metrics
+from distill.evaluate import evaluate_spaces, fit_ridge, format_table, retrieval_metrics
 from distill.targets import Targets
 
 
@@ -36,7 +37,8 @@ class Evaluator:
     """
 
     def __init__(self, x: torch.Tensor, split: Targets, train: Targets | None, ks: tuple[int, ...],
-                 ridge_lambda: float, batch_size: int, baselines: bool = True):
+                 ridge_lambda: float, batch_size: int, baselines: bool = True,
+                 input_teacher: str | None = None):
         self.x, self.split, self.ks, self.batch_size = x, split, tuple(ks), batch_size
         names = list(split.a)
         if not baselines:  # a text task: the "question" is the target itself, a baseline would be 1.0
@@ -46,6 +48,17 @@ class Evaluator:
                                          train.q if train is not None else None,
                                          train.a if train is not None else None,
                                          ks=self.ks, ridge_lambda=ridge_lambda)
+        # "ridge" reads each teacher's OWN question embedding, which the student never sees; the
+        # fair linear rival reads what the student reads: ridge from the input teacher's question
+        # embedding ("ridge_input"). Only for the other teachers (in the input teacher's space the
+        # two are the same map) and only for teacher input (a token student has no such input).
+        if train is not None and input_teacher is not None:
+            for n in names:
+                if n == input_teacher:
+                    continue
+                w, b = fit_ridge(train.q[input_teacher].float(), train.a[n].float(), ridge_lambda)
+                pred = (split.q[input_teacher].double() @ w + b).float()
+                self.baselines[n]["ridge_input"] = retrieval_metrics(pred, split.a[n].float(), self.ks)
 
     def evaluate(self, student, device="cpu") -> dict:
         preds = predict_all(student, self.x, self.batch_size, device)

@@ -135,6 +135,31 @@ class Student(nn.Module):
         return cls(teacher_dims=teacher_dims, lattice=section.lattice, vocab_size=vocab_size, pad_id=pad_id,
                    **{k: v for k, v in conf.items() if k != "lattice"})
 
+    @torch.no_grad()
+    def init_skips_from_ridge(self, train_x: torch.Tensor, train_a: dict[str, torch.Tensor], lam: float,
+                              freeze: bool = False) -> None:
+        """Start every skip at the ridge map input -> that teacher's answers and zero every head's
+        last layer, so the untrained student predicts exactly the same-input ridge baseline.
+
+        train_x: (N, d_in) the training split's student inputs; train_a: {teacher: (N, d_k)} its
+        answers. The residual input teacher's skip gets W - I, since the input is added back.
+        ``freeze``: the skips keep the ridge map (no gradients); the lattice and heads still train.
+        """
+        from distill.evaluate import fit_ridge  # the same solver as the evaluator's baseline
+
+        if not self.skip or self.input_mode != "teacher":
+            raise ValueError("skip_init: ridge needs skip: true and input: teacher")
+        for name, head in self.heads.items():
+            nn.init.zeros_(head.net[-1].weight)
+            nn.init.zeros_(head.net[-1].bias)
+            w, b = fit_ridge(train_x.float(), train_a[name].float(), lam)  # (d_in, d_k), (d_k,)
+            if self.residual and name == self.input_teacher:
+                w = w - torch.eye(w.shape[0], dtype=w.dtype)
+            lin = self.skips[name].net[-1]
+            lin.weight.copy_(w.T.to(lin.weight.dtype))
+            lin.bias.copy_(b.to(lin.bias.dtype))
+        self.skips.requires_grad_(not freeze)
+
     def encode_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.adapter(x)
 

@@ -89,10 +89,18 @@ def default_student(r: Recipe) -> Student:
 
         return build_token_student(r.cfg, r.data.dims, r.data.vocab_size)
     try:
-        return Student.from_section(r.cfg.student, r.data.dims, r.cfg.input_teacher().name,
-                                    r.data.vocab_size, r.data.pad_id)
+        student = Student.from_section(r.cfg.student, r.data.dims, r.cfg.input_teacher().name,
+                                       r.data.vocab_size, r.data.pad_id)
     except ValueError as err:  # a shape only known once the teachers' widths are (e.g. a hub teacher)
         raise ConfigError("student.lattice", str(err)) from None
+    s = r.cfg.student
+    # Ridge-initialised skips (issue #11 item 7): a zero skip starts a non-input teacher's space
+    # far below ridge and cosine + InfoNCE never climbs back to it within the run's steps.
+    if s.skip_init != "zero" and s.skip and s.input == "teacher" and r.data.train is not None:
+        train = r.data.train
+        student.init_skips_from_ridge(train.q[student.input_teacher], train.a, r.cfg.eval.ridge_lambda,
+                                      freeze=s.skip_init == "ridge_frozen")
+    return student
 
 
 def default_loss(r: Recipe) -> nn.Module:
@@ -144,8 +152,9 @@ class Recipe:
                                  cfg.train.early_stopping_patience)
         ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size, cfg.data.task == "pairs")
         # Every decision reads the validation split; the test split is evaluated once, at the end.
-        self.evaluator = Evaluator(data.validation.x, data.validation.targets, data.train, *ev)
-        self.test_evaluator = Evaluator(data.test.x, data.test.targets, data.train, *ev)
+        it = cfg.input_teacher().name if cfg.student.input == "teacher" else None
+        self.evaluator = Evaluator(data.validation.x, data.validation.targets, data.train, *ev, input_teacher=it)
+        self.test_evaluator = Evaluator(data.test.x, data.test.targets, data.train, *ev, input_teacher=it)
         self.checkpointer = components.checkpointer(self)
         self.monitor: Monitor | None = None  # started once the run directory exists
 

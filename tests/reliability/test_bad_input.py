@@ -162,7 +162,9 @@ CASES = [
          sets=[_data("all_bad.jsonl"), "data.on_error=skip"]),
     Case("data: one distinct question", ["1 distinct question(s); train/validation/test splits need at least 3"],
          sets=[_data("one_question.jsonl")]),
-    Case("data: unknown suffix", ["cannot tell the format from the suffix '.txt'"], sets=[_data("pairs.txt")]),
+    # .txt is a format now (one text per line), for the texts task only
+    Case("data: text file for a pairs task", ["a text file holds one text per line, not question/answer pairs; "
+                                               "set data.task=texts"], sets=[_data("pairs.txt")]),
     Case("data: CSV without the column", ["no_column.csv:2: missing field 'question'"],
          sets=[_data("no_column.csv")]),
     # ---- CLI: run directories and checkpoints ----

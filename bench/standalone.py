@@ -437,17 +437,7 @@ def recipe_bench(run_on: str, run_off: str | None = None) -> int:
     sents = sorted({r["s1"] for r in env.S["sts"]})[:512]
     fns = {"(a) MiniLM teacher": lambda t, b: teacher.encode(t, batch_size=b),
            **{k: (lambda t, b, enc=enc: enc.encode(t, batch_size=b)) for k, enc in encs.items()}}
-    modes = {"b64_t2": (sents, 64, 2), "b64_t1": (sents, 64, 1), "b1_t1": (sents[:128], 1, 1)}
-    speed: dict = {k: {m: [] for m in modes} for k in fns}
-    for _ in range(2):  # interleaved rounds, median
-        for k, fn in fns.items():
-            for m, (texts, b, th) in modes.items():
-                speed[k][m].append(texts_per_s(fn, texts, b, th, reps=1))
-    speed = {k: {m: statistics.median(v) for m, v in d.items()} for k, d in speed.items()}
-    for k in speed:
-        for m in modes:
-            speed[k][m + "_x_minilm"] = speed[k][m] / speed["(a) MiniLM teacher"][m]
-    results["speed_texts_per_s"] = speed
+    results["speed_texts_per_s"] = interleaved_speed(fns, sents, sents[:128], rounds=2)
     results["machine_load_1min"] = os.getloadavg()[0]
     out = OUT.with_name("standalone_recipe.json")
     tmp = out.with_suffix(".json.tmp")
@@ -455,6 +445,22 @@ def recipe_bench(run_on: str, run_off: str | None = None) -> int:
     os.replace(tmp, out)
     print_table(results)
     return 0
+
+
+def interleaved_speed(fns: dict, batch_texts: list[str], single_texts: list[str], rounds: int) -> dict:
+    """texts/s of each ``fns[name](texts, batch_size)`` at batch 64 on 2 and 1 threads and batch 1
+    on 1 thread, in interleaved rounds (median), plus each mode's ratio to the MiniLM teacher."""
+    modes = {"b64_t2": (batch_texts, 64, 2), "b64_t1": (batch_texts, 64, 1), "b1_t1": (single_texts, 1, 1)}
+    speed: dict = {k: {m: [] for m in modes} for k in fns}
+    for _ in range(rounds):
+        for k, fn in fns.items():
+            for m, (texts, b, th) in modes.items():
+                speed[k][m].append(texts_per_s(fn, texts, b, th, reps=1))
+    speed = {k: {m: statistics.median(v) for m, v in d.items()} for k, d in speed.items()}
+    for k in speed:
+        for m in modes:
+            speed[k][m + "_x_minilm"] = speed[k][m] / speed["(a) MiniLM teacher"][m]
+    return speed
 
 
 def measure_speed(env: Env, results: dict, teacher, potion) -> None:
@@ -473,17 +479,7 @@ def measure_speed(env: Env, results: dict, teacher, potion) -> None:
         "(d) trained, lattice off": lambda t, b: enc_d.encode(t, batch_size=b),
         "(e) trained, lattice on": lambda t, b: enc_e.encode(t, batch_size=b),
     }
-    modes = {"b64_t2": (sents, 64, 2), "b64_t1": (sents, 64, 1), "b1_t1": (one, 1, 1)}
-    speed: dict = {k: {m: [] for m in modes} for k in fns}
-    for _ in range(3):
-        for k, fn in fns.items():
-            for m, (texts, b, th) in modes.items():
-                speed[k][m].append(texts_per_s(fn, texts, b, th, reps=1))
-    speed = {k: {m: statistics.median(v) for m, v in d.items()} for k, d in speed.items()}
-    for k in speed:
-        for m in modes:
-            speed[k][m + "_x_minilm"] = speed[k][m] / speed["(a) MiniLM teacher"][m]
-    results["speed_texts_per_s"] = speed
+    results["speed_texts_per_s"] = interleaved_speed(fns, sents, one, rounds=3)
     results["speed_texts"] = ("1024 STS sentences (batch 64; 2 and 1 threads) / 256 of them (batch 1, 1 thread); "
                               "median of 3 interleaved rounds")
     results["machine_load_1min"] = os.getloadavg()[0]

@@ -81,14 +81,24 @@ def write_json_atomic(path: Path, obj) -> None:
 
 def write_dir_atomic(path: Path, fill: Callable[[Path], None]) -> None:
     """``fill(tmp)`` writes a directory beside ``path``, which then replaces ``path`` by rename,
-    so a reader never sees a half-written directory (a killed write leaves only ``.tmp-*``)."""
+    so a reader never sees a half-written directory (a killed write leaves only ``.tmp-*``). An
+    existing ``path`` is moved aside, not deleted, until the new one is in place; a ``fill`` that
+    raises leaves ``path`` as it was and no temporary directory behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    fill(tmp)
+    old = path.with_name(f"{TMP_PREFIX}old-{path.name}")
+    for leftover in (tmp, old):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    try:
+        fill(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if path.exists():
-        shutil.rmtree(path)
-    tmp.rename(path)
+        os.replace(path, old)
+    os.replace(tmp, path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _fsync_dir(path: Path) -> None:

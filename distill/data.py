@@ -182,6 +182,39 @@ class Texts:
     source: str
 
 
+class _Skips:
+    """Bad rows skipped under ``on_error: skip``: how many, and the first one's error."""
+
+    def __init__(self):
+        self.count, self.first = 0, None
+
+    def report(self, path: Path) -> int:
+        if self.count:
+            logger.warning("skipped %d bad row(s) in %s (first: %s)", self.count, path, self.first)
+        return self.count
+
+
+def _checked_records(p: Path, fmt: str, fields: list[str], on_error: str, skips: _Skips):
+    """``(row, record, [text of each field])`` of every good record of ``p``; a bad one raises its
+    ``DataError`` (FILE:LINE for line formats, else the record number) or, with ``on_error:
+    skip``, is counted in ``skips``."""
+    for row, rec in _records(p, fmt):
+        where = f"{p}:{row}" if fmt in ("jsonl", "csv", "txt") else f"{p}: record {row}"
+        try:
+            if isinstance(rec, DataError):
+                raise rec
+            if not isinstance(rec, dict):
+                raise DataError(f"{where}: a record must be an object with fields, got {type(rec).__name__}")
+            got = [_text(rec, f, where) for f in fields]
+        except DataError as err:
+            if on_error == "stop":
+                raise
+            skips.count += 1
+            skips.first = skips.first or err
+            continue
+        yield row, rec, got
+
+
 def load_texts(cfg) -> Texts:
     """Load the texts described by a :class:`distill.config.DataSection` with ``task: texts``.
 
@@ -194,28 +227,14 @@ def load_texts(cfg) -> Texts:
     fmt = detect_format(p, cfg.format)
     fields = [TXT_FIELD] if fmt == "txt" else list(cfg.text_fields)
     texts, group, keys = [], [], []
-    skipped, first_error = 0, None
-    for row, rec in _records(p, fmt):
-        where = f"{p}:{row}" if fmt in ("jsonl", "csv", "txt") else f"{p}: record {row}"
-        try:
-            if isinstance(rec, DataError):
-                raise rec
-            if not isinstance(rec, dict):
-                raise DataError(f"{where}: a record must be an object with fields, got {type(rec).__name__}")
-            got = [_text(rec, f, where) for f in fields]
-        except DataError as err:
-            if cfg.on_error == "stop":
-                raise
-            skipped += 1
-            first_error = first_error or err
-            continue
+    skips = _Skips()
+    for _row, _rec, got in _checked_records(p, fmt, fields, cfg.on_error, skips):
         texts.extend(got)
         group.extend([len(keys)] * len(got))
         keys.append(got[0])
         if cfg.max_pairs is not None and len(keys) >= cfg.max_pairs:
             break
-    if skipped:
-        logger.warning("skipped %d bad row(s) in %s (first: %s)", skipped, p, first_error)
+    skipped = skips.report(p)
     if not keys:
         raise DataError(f"{p}: no texts" + (f" ({skipped} bad rows skipped)" if skipped else ""))
     return Texts(texts, np.asarray(group, dtype=np.int64), keys, skipped, str(p))
@@ -234,23 +253,9 @@ def load_pairs(cfg) -> Pairs:
         raise DataError(f"{p}: a text file holds one text per line, not question/answer pairs; set data.task=texts")
     wanted = set(cfg.categories) if cfg.categories is not None else None
     cols = _ArrowColumns()
-    skipped = 0
-    first_error: DataError | None = None
-    for row, rec in _records(p, fmt):
-        where = f"{p}:{row}" if fmt in ("jsonl", "csv") else f"{p}: record {row}"
-        try:
-            if isinstance(rec, DataError):
-                raise rec
-            if not isinstance(rec, dict):
-                raise DataError(f"{where}: a record must be an object with fields, got {type(rec).__name__}")
-            q = _text(rec, cfg.question_field, where)
-            a = _text(rec, cfg.answer_field, where)
-        except DataError as err:
-            if cfg.on_error == "stop":
-                raise
-            skipped += 1
-            first_error = first_error or err
-            continue
+    skips = _Skips()
+    fields = [cfg.question_field, cfg.answer_field]
+    for row, rec, (q, a) in _checked_records(p, fmt, fields, cfg.on_error, skips):
         cat = rec.get(cfg.category_field)
         cat = "" if cat is None else str(cat)
         if wanted is not None and cat not in wanted:
@@ -258,8 +263,7 @@ def load_pairs(cfg) -> Pairs:
         cols.add(q, a, cat, row)
         if cfg.max_pairs is not None and len(cols) >= cfg.max_pairs:
             break
-    if skipped:
-        logger.warning("skipped %d bad row(s) in %s (first: %s)", skipped, p, first_error)
+    skipped = skips.report(p)
     if not len(cols):
         why = f" after keeping only categories {sorted(wanted)}" if wanted is not None else ""
         raise DataError(f"{p}: no question/answer pairs{why}" + (f" ({skipped} bad rows skipped)" if skipped else ""))

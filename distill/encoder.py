@@ -47,23 +47,14 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 def export_standalone(student: StandaloneStudent, tokenizer_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
     """Write ``student`` + the tokenizer files of ``tokenizer_dir`` to ``path`` atomically."""
+    from distill.checkpoint import write_dir_atomic  # light: no training code is imported
+
+    def fill(tmp: Path) -> None:
+        tmp.mkdir()
+        write_standalone(student, tokenizer_dir, tmp)
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
-        write_standalone(student, tokenizer_dir, tmp)
-        old = None
-        if path.exists():
-            old = path.parent / f".{path.name}.old-{uuid.uuid4().hex}"
-            os.replace(path, old)
-        os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    write_dir_atomic(path, fill)
     return path
 
 

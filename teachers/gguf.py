@@ -190,7 +190,8 @@ def check_header(path: Path, *, teacher: str, model: str) -> str:
 
 # -- identity ------------------------------------------------------------------------------
 
-def _sha256(path: Path) -> str:
+def read_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, read in 8 MiB blocks (the store's entries use it too)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(2**23), b""):
@@ -224,7 +225,7 @@ def file_sha256(path: Path) -> str:
     rec = known.get(str(path))
     if isinstance(rec, dict) and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
         return rec["sha256"]
-    digest = _sha256(path)
+    digest = read_sha256(path)
     known[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
     try:
         _atomic_write(table, json.dumps(known, indent=1, sort_keys=True).encode())
@@ -270,7 +271,7 @@ def check_entry(entry: Path, full: bool = True) -> tuple[bool, str]:
             st = p.stat()
             key = (str(p), st.st_size, st.st_mtime_ns)
             if key not in _verified:
-                if _sha256(p) != rec["sha256"]:
+                if read_sha256(p) != rec["sha256"]:
                     return False, f"sha256 of {name} differs from the manifest"
                 _verified.add(key)
     return True, "ok"
@@ -316,7 +317,7 @@ def _build_entry(gguf_path: Path, final: Path, *, teacher: str, model: str, file
     try:
         t0 = time.perf_counter()
         _dequantise(gguf_path, tmp, teacher=teacher, model=model)
-        files = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": _sha256(p)}
+        files = {p.relative_to(tmp).as_posix(): {"size": p.stat().st_size, "sha256": read_sha256(p)}
                  for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {"format": ENTRY_FORMAT_VERSION, "source": str(gguf_path), "gguf_sha256": file_digest,
                     "files": files, "versions": {"transformers": transformers.__version__, "torch": torch.__version__},

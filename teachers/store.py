@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from . import distributed as tdist
+from .gguf import read_sha256 as _file_sha256
 from .pooling import POOLING_CODE_VERSION
 from .source import weights_identity
 from .spec import TeacherSpec
@@ -86,14 +87,6 @@ def fingerprint_inputs(spec: TeacherSpec, weights_id: str, role: str, texts_sha2
 
 def fingerprint(inputs: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**23), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _write_synced(path: Path, data: bytes) -> None:

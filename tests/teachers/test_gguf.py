@@ -86,8 +86,8 @@ def test_is_gguf_and_locate_local_and_packaged(tmp_path, monkeypatch):
 def test_identity_covers_content_and_hash_is_cached_by_mtime(tmp_path, cache, monkeypatch):
     f = write_gguf(tmp_path / "m.gguf", "llama", payload=b"\0" * 64)  # stands for the tensor data
     calls = []
-    real = tg._sha256
-    monkeypatch.setattr(tg, "_sha256", lambda p: calls.append(p) or real(p))
+    real = tg.read_sha256
+    monkeypatch.setattr(tg, "read_sha256", lambda p: calls.append(p) or real(p))
     first = weights_identity(str(f), teacher="t")
     assert first.startswith("gguf:sha256:") and first.endswith(f":size:{f.stat().st_size}")
     assert weights_identity(str(f), teacher="t") == first and len(calls) == 1  # cached on disk

@@ -27,7 +27,7 @@ CellRule = Literal["mlp", "gated_mlp", "gru"]
 Axis = Literal["z", "y", "x"]
 Inject = Literal["once", "every_step"]
 Norm = Literal["none", "layer", "rms"]
-Impl = Literal["auto", "conv", "slice"]
+Impl = Literal["auto", "conv", "slice", "index"]
 
 NEIGHBOURHOODS = tuple(_NEIGHBOURHOOD_REGISTRY)
 BOUNDARIES = tuple(_BOUNDARY_REGISTRY)
@@ -35,7 +35,7 @@ CELL_RULES = tuple(RULES)
 AXES = ("z", "y", "x")
 INJECTS = ("once", "every_step")
 NORMS = ("none", "layer", "rms")
-IMPLS = ("auto", "conv", "slice")
+IMPLS = ("auto", "conv", "slice", "index")
 
 
 def _is_int(v) -> bool:
@@ -95,7 +95,8 @@ class LatticeConfig:
     readout: str = "flatten"
     # How the first layer over the perception is computed; all give the same numbers:
     # conv (3-D convolution with the layer's weight as kernel) | slice (explicit features + GEMM)
-    # | auto (conv when the perception prefers it; the faster path on the CPUs measured).
+    # | index (the same features by one gather from a cached neighbour table + GEMM) | auto (per
+    # call: conv for large batches of cells when the perception prefers it, else index).
     impl: Impl = "auto"
 
     def __post_init__(self) -> None:

@@ -43,6 +43,11 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 _AXIS_DIM = {"z": 1, "y": 2, "x": 3}
+# impl "auto": below this many cells in a batch (B*D*H*W) the index gather is used even where the
+# perception prefers the convolution. Measured (1 thread, bench/lattice_impls.py): 96 cells
+# (a 3x1x32 token lattice at batch 1) index 443 us / slice 668 / conv 2613 per forward; 6144 cells
+# index 11.9 ms ~ conv 12.3 ms; 12288 cells training conv 61 ms / index 82 ms.
+AUTO_CONV_MIN_CELLS = 4096
 
 
 @dataclass
@@ -91,17 +96,26 @@ class Lattice3D(nn.Module):
                 if layer.bias is not None:
                     nn.init.zeros_(layer.bias)
 
-        if c.impl == "auto":
-            self.impl = "conv" if self.perceive.prefers_conv and self.perceive.is_linear() else "slice"
-        else:
-            self.impl = c.impl
+        # impl "auto" is resolved per call (_impl_for): the best path depends on the batch.
+        self.impl = c.impl
         self._compiled_step = None
 
     # ------------------------------------------------------------------------------------------
     # pieces
     # ------------------------------------------------------------------------------------------
+    def _impl_for(self, state: torch.Tensor) -> str:
+        """The first layer's path for this state: the configured one, or for "auto" the
+        convolution on large batches of cells when the perception prefers it, else ``index``
+        (few cells: per-op overhead dominates, and one gather beats the convolutions' kernel
+        rebuilds; numbers in ``bench/lattice.py``'s impl table)."""
+        if self.impl != "auto":
+            return self.impl
+        if self.perceive.prefers_conv and self.perceive.is_linear() and state[..., 0].numel() >= AUTO_CONV_MIN_CELLS:
+            return "conv"
+        return "index" if self.perceive.can_gather() else "slice"
+
     def _project(self, state: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-        return self.perceive.project(state, linear, self.impl)
+        return self.perceive.project(state, linear, self._impl_for(state))
 
     def _step(self, state: torch.Tensor, mask: Optional[torch.Tensor], scale: float) -> torch.Tensor:
         ds = self.rule(self.norm(state), self._project)

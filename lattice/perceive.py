@@ -5,6 +5,12 @@ A perception maps the channels-last state ``(B, D, H, W, C)`` to a per-cell feat
 
 * ``slice``: build the features explicitly (pad by the boundary rule, slice one shifted view per
   offset, concatenate) and apply the first ``nn.Linear`` as one GEMM over all cells.
+* ``index``: the same explicit features, gathered in one indexing op from a cached table of
+  each cell's neighbour indices (built once per lattice shape by running the boundary rule on
+  the cell numbers, so every boundary and neighbourhood is covered by construction). Per step it
+  is ~2 tensor ops where ``slice`` is one pad per axis plus N+1 slices and a concatenation: on
+  small lattices at small batch (a standalone student encoding one text) the per-op overhead,
+  not arithmetic, is the cost, and ``index`` is several times faster.
 * ``conv``: when the features are *linear* in the neighbour states (``stencil`` is defined), the
   first layer composed with the perception is a 3-D convolution whose kernel holds, at each
   offset, the block of the linear weight that multiplies that neighbour. The kernel is rebuilt
@@ -107,6 +113,41 @@ class Perceive(nn.Module):
         p = pad(state, self.boundary)
         return [p[:, 1 + dz : 1 + dz + D, 1 + dy : 1 + dy + H, 1 + dx : 1 + dx + W] for dz, dy, dx in self.offsets]
 
+    def neighbour_index(self, shape: tuple[int, int, int], device) -> torch.Tensor:
+        """(D, H, W) -> long (D*H*W, N+1): row k lists, in offset order, the flat index + 1 of the
+        cell each offset of cell k reads (0 = a zero ghost past the edge). Cached per shape/device."""
+        key = (tuple(shape), str(device))
+        cache = self.__dict__.setdefault("_index_cache", {})
+        if key not in cache:
+            D, H, W = shape
+            # The boundary rule only copies values (or writes zeros), so padding the cell numbers
+            # 1..n gives, at every ghost position, the number of the cell it copies (0 if zero).
+            numbers = torch.arange(1, D * H * W + 1, dtype=torch.float64).view(1, D, H, W, 1)
+            views = [v.reshape(-1) for v in self.shifted(numbers)]
+            cache[key] = torch.stack(views, dim=1).round().long().to(device)
+        return cache[key]
+
+    def gathered(self, state: torch.Tensor) -> torch.Tensor:
+        """state (B, D, H, W, C) -> (B, D, H, W, N+1, C): each cell's own state then each
+        neighbour's (what :meth:`shifted` gives, stacked), by one indexing op."""
+        B, D, H, W, C = state.shape
+        idx = self.neighbour_index((D, H, W), state.device)
+        flat = torch.cat([state.new_zeros(B, 1, C), state.reshape(B, D * H * W, C)], dim=1)
+        return flat[:, idx].view(B, D, H, W, idx.shape[1], C)
+
+    def features(self, state: torch.Tensor, impl: str) -> torch.Tensor:
+        """The explicit features ``self(state)``, built by ``impl``: "index" or "slice"."""
+        return self.from_gathered(self.gathered(state)) if impl == "index" else self(state)
+
+    def from_gathered(self, g: torch.Tensor) -> torch.Tensor:
+        """(B, D, H, W, N+1, C) neighbour states -> features (B, D, H, W, P)."""
+        raise NotImplementedError
+
+    @classmethod
+    def can_gather(cls) -> bool:
+        """Whether the ``index`` path is available (the subclass implements ``from_gathered``)."""
+        return cls.from_gathered is not Perceive.from_gathered
+
     # -- linear structure -----------------------------------------------------------------------
     @classmethod
     def is_linear(cls) -> bool:
@@ -119,13 +160,13 @@ class Perceive(nn.Module):
 
     # -- first layer ------------------------------------------------------------------------------
     def project(self, state: torch.Tensor, linear: nn.Linear, impl: str) -> torch.Tensor:
-        """``linear(self(state))`` computed by ``impl`` ("slice" or "conv").
+        """``linear(self(state))`` computed by ``impl`` ("slice", "index" or "conv").
 
         state: (B, D, H, W, C) -> (B, D, H, W, linear.out_features).
         """
-        if impl == "slice":
-            return linear(self(state))
-        return self._conv(state, linear.weight, linear.bias)
+        if impl == "conv":
+            return self._conv(state, linear.weight, linear.bias)
+        return linear(self.features(state, impl))
 
     def _conv(self, state: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         per_offset = self.stencil(weight)  # (out, N+1, C)
@@ -166,6 +207,9 @@ class GatherPerceive(Perceive):
     def forward(self, state: torch.Tensor) -> torch.Tensor:
         return torch.cat(self.shifted(state), dim=-1)
 
+    def from_gathered(self, g: torch.Tensor) -> torch.Tensor:
+        return g.flatten(-2)
+
     def stencil(self, weight: torch.Tensor) -> torch.Tensor:
         return weight.view(weight.shape[0], len(self.offsets), self.channels)
 
@@ -187,6 +231,9 @@ class IsotropicPerceive(Perceive):
         views = self.shifted(state)
         neighbours = torch.stack(views[1:], dim=0).sum(0) / (len(views) - 1)
         return torch.cat([views[0], neighbours], dim=-1)
+
+    def from_gathered(self, g: torch.Tensor) -> torch.Tensor:
+        return torch.cat([g[..., 0, :], g[..., 1:, :].sum(-2) / (g.shape[-2] - 1)], dim=-1)
 
     def stencil(self, weight: torch.Tensor) -> torch.Tensor:
         own, nb = weight.view(weight.shape[0], 2, self.channels).unbind(1)

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
         (dict(norm="batch"), "norm", "none, layer, rms"),
         (dict(inject="sometimes"), "inject", "once, every_step"),
         (dict(io_axis="w"), "io_axis", "z, y, x"),
-        (dict(impl="cuda"), "impl", "auto, conv, slice"),
+        (dict(impl="cuda"), "impl", "auto, conv, slice, index"),
         (dict(depth=1), "io_axis", "at least 2"),
         (dict(io_axis="x", width=1), "io_axis", "at least 2"),
         (dict(channels=0), "channels", "positive"),
@@ -173,8 +173,8 @@ def test_conv_impl_needs_a_linear_perception(monkeypatch):
     monkeypatch.setitem(PERCEIVES, "max", MaxPerceive)
     with pytest.raises(ValueError, match="^impl: 'conv' needs a perception linear"):
         LatticeConfig(perceive="max", impl="conv")
-    m = Lattice3D(LatticeConfig(perceive="max", input_dim=4, output_dim=2))  # auto -> slice
-    assert m.impl == "slice" and m(torch.randn(2, 4)).shape == (2, 2)
+    m = Lattice3D(LatticeConfig(perceive="max", input_dim=4, output_dim=2))  # auto -> slice (no gather form)
+    assert m._impl_for(torch.zeros(2, 4, 8, 8, 16)) == "slice" and m(torch.randn(2, 4)).shape == (2, 2)
 
 
 def test_a_new_rule_is_one_registry_entry(monkeypatch):
@@ -186,3 +186,14 @@ def test_a_new_rule_is_one_registry_entry(monkeypatch):
     m = Lattice3D(LatticeConfig(rule="tanh_mlp", input_dim=4, output_dim=2))
     assert isinstance(m.rule, TanhMLP)
     assert m(torch.randn(2, 4)).shape == (2, 2)
+
+
+def test_auto_impl_gathers_for_few_cells_and_convolves_for_many():
+    # "auto" resolves per call: a 3x1x32 token lattice encoding one text (96 cells) takes the
+    # one-gather path; the same lattice at batch 64 (6144 cells) the convolution.
+    m = Lattice3D(LatticeConfig(input_dim=4, output_dim=2, depth=3, height=1, width=32, channels=16))
+    assert m.impl == "auto"
+    assert m._impl_for(torch.zeros(1, 3, 1, 32, 16)) == "index"
+    assert m._impl_for(torch.zeros(64, 3, 1, 32, 16)) == "conv"
+    iso = Lattice3D(LatticeConfig(input_dim=4, output_dim=2, perceive="isotropic"))
+    assert iso._impl_for(torch.zeros(64, 4, 8, 8, 16)) == "index"  # no conv preference: always gather

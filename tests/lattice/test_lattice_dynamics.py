@@ -38,7 +38,7 @@ def input_gradient(m: Lattice3D, steps: int) -> torch.Tensor:
 # --- information flow --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("impl", ["conv", "slice"])
+@pytest.mark.parametrize("impl", ["conv", "slice", "index"])
 @pytest.mark.parametrize("neighbourhood", ["von_neumann", "moore"])
 @pytest.mark.parametrize("boundary", ["zero", "reflect"])
 @pytest.mark.parametrize("io_axis", ["z", "x"])
@@ -60,7 +60,7 @@ def test_periodic_boundary_wraps_faces_together():
     assert input_gradient(random_model(boundary="periodic"), 1).abs().min() > 0
 
 
-@pytest.mark.parametrize("impl", ["conv", "slice"])
+@pytest.mark.parametrize("impl", ["conv", "slice", "index"])
 @pytest.mark.parametrize("neighbourhood", ["von_neumann", "moore"])
 @pytest.mark.parametrize("boundary", ["zero", "periodic", "reflect"])
 def test_one_step_influence_is_the_neighbourhood(boundary, neighbourhood, impl):

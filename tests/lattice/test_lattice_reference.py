@@ -84,17 +84,18 @@ def compare(m: Lattice3D, steps: int = 3, batch: int = 2, masks_seed=None):
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["fp64", "fp32"])
-@pytest.mark.parametrize("impl", ["conv", "slice"])
+@pytest.mark.parametrize("impl", ["conv", "slice", "index"])
 @pytest.mark.parametrize("boundary", ["zero", "periodic", "reflect"])
 @pytest.mark.parametrize("neighbourhood", ["von_neumann", "moore"])
 def test_neighbourhood_boundary_matches_reference(neighbourhood, boundary, impl, dtype):
     compare(make(neighbourhood=neighbourhood, boundary=boundary, impl=impl, dtype=dtype))
 
 
+@pytest.mark.parametrize("impl", ["conv", "index"])
 @pytest.mark.parametrize("perceive", ["gather", "isotropic"])
 @pytest.mark.parametrize("rule", ["mlp", "gated_mlp", "gru"])
-def test_rule_and_perception_match_reference(rule, perceive):
-    compare(make(rule=rule, perceive=perceive, neighbourhood="moore", boundary="periodic", impl="conv"))
+def test_rule_and_perception_match_reference(rule, perceive, impl):
+    compare(make(rule=rule, perceive=perceive, neighbourhood="moore", boundary="periodic", impl=impl))
 
 
 @pytest.mark.parametrize(

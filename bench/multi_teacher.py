@@ -24,6 +24,7 @@ Reported (mean ± 95% Student-t interval over the seeds, bench/stats.py):
     python bench/multi_teacher.py                   # from the repository root
     python bench/multi_teacher.py --seeds 0 1 2 --sts-pairs 2000 --set loss.standardize=true
     python bench/multi_teacher.py --norms none center --drops 0.5 --out bench/results/multi_teacher_norm.json
+    python bench/multi_teacher.py --mean-baseline   # cosine of predicting the training answers' mean
 
 Paired differences (same seeds) are printed and stored per space: each "both" variant against
 the single teacher that trained that space under the same target_norm (teacher_drop rows:
@@ -139,6 +140,20 @@ def train_one(out_dir: Path, name: str, seed: int, weights: dict | None, extra: 
             "train_s": time.perf_counter() - t0}
 
 
+def mean_answer_baseline(cfg) -> dict:
+    """{split: {teacher: mean cosine}} of one constant prediction, the training answers' mean μ_k:
+    how much of a space's cosine its common direction alone earns."""
+    from distill.rundata import load_run_data
+
+    d = load_run_data(cfg, progress=False)
+    out = {}
+    for split in ("validation", "test"):
+        tg = getattr(d, split).targets.a
+        out[split] = {n: float(F.cosine_similarity(d.train.a[n].mean(0, keepdim=True), tg[n], dim=-1).mean())
+                      for n in tg}
+    return out
+
+
 def paired_table(runs: dict[str, list[dict]], variants: dict, first: dict) -> dict:
     """{split: {"a - b @ space": {metric: paired summary}}} for ``comparisons`` and, per trained
     space, every student - ridge (issue #11 item 7: >= 0 on cosine and R@1 at once)."""
@@ -179,9 +194,15 @@ def main() -> int:
     ap.add_argument("--norms", nargs="*", default=["none"], help="loss.target_norm values to run each variant with")
     ap.add_argument("--drops", type=float, nargs="*", default=[], help="loss.teacher_drop values to run 'both' with")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--mean-baseline", action="store_true",
+                    help="only print the constant mean-answer prediction's cosine per space and split")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cfg = load_config(ROOT / "configs" / "default.yaml", args.set)
+    if args.mean_baseline:
+        for split, row in mean_answer_baseline(cfg).items():
+            print(f"{split}: " + ", ".join(f"{n} {v:.4f}" for n, v in row.items()))
+        return 0
     sts = sts_inputs(cfg, args.sts_pairs)
     variants = variant_list(args.variants, args.norms, args.drops)
     runs: dict[str, list[dict]] = {v: [] for v in variants}

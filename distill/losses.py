@@ -20,12 +20,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
+# loss.target_norm: the per-teacher space every loss term is computed in (see ``normalise_targets``).
+TARGET_NORMS = ("none", "center", "phis", "standardize")
 
 
 @dataclass
@@ -42,6 +45,15 @@ class LossConfig:
     weighting: str = "fixed"
     # EMA factor of the running per-teacher loss used by "inverse_loss".
     ema: float = 0.9
+    # The space EVERY term (cosine, infonce, relational, mse, ...) is computed in, per teacher k,
+    # with the training answers' statistics, prediction and target mapped alike (predictions
+    # themselves stay in the raw teacher space): none (raw; today's behaviour) | center (x − μ_k)
+    # | phis (PHI-S: (x − μ_k) / σ_k, one scalar σ_k) | standardize ((x − μ_k) / σ_k per dimension).
+    # Not none: it replaces `standardize` (mse / smooth_l1 are not standardised a second time).
+    target_norm: str = "none"
+    # Probability that a teacher's loss is dropped at a step (at least one teacher is kept); drawn
+    # from (run.seed, step), so every rank draws the same and a resumed run redraws the same.
+    teacher_drop: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.terms:
@@ -58,6 +70,11 @@ class LossConfig:
             raise ValueError(f"weighting: {self.weighting!r} is not one of {', '.join(WEIGHTING_FNS)}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema: must be in [0, 1), got {self.ema!r}")
+        if self.target_norm not in TARGET_NORMS:
+            raise ValueError(f"target_norm: {self.target_norm!r} is not one of {', '.join(TARGET_NORMS)}")
+        if (not isinstance(self.teacher_drop, (int, float)) or isinstance(self.teacher_drop, bool)
+                or not 0.0 <= self.teacher_drop < 1.0):
+            raise ValueError(f"teacher_drop: must be a probability in [0, 1), got {self.teacher_drop!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -127,6 +144,52 @@ class LossContext:
 
 def _reduce(per_example: Tensor, ctx: LossContext) -> Tensor:
     return per_example.mean() if ctx.reduction == "mean" else per_example
+
+
+def normalise_targets(x: Tensor, stats: TargetStats, mode: str) -> Tensor:
+    """Map (B, d) vectors of one teacher's space into its normalised space (``loss.target_norm``).
+
+    center: x − μ; phis: (x − μ) / σ with σ one scalar (PHI-S, Ranzinger et al. 2024, without its
+    Hadamard rotation: a rotation preserves every dot product and norm, so cosine, InfoNCE,
+    relational and MSE are unchanged by it; only the element-wise smooth_l1 would notice);
+    standardize: (x − μ) / σ_d per dimension (stats computed with per_dim=True). For the cosine
+    terms centre and phis are the same (a positive scalar does not change a cosine).
+    """
+    if mode == "none":
+        return x
+    if mode == "center":
+        return x - stats.mean
+    if mode in ("phis", "standardize"):
+        return (x - stats.mean) / stats.std
+    raise ValueError(f"target_norm: {mode!r} is not one of {', '.join(TARGET_NORMS)}")
+
+
+def target_stats_per_dim(cfg: LossConfig) -> bool:
+    """Whether the loss needs per-dimension stds (``compute_target_stats(per_dim=...)``)."""
+    return cfg.target_norm == "standardize"
+
+
+def drop_teachers(names: list[str], weights: dict[str, float], ramp: dict[str, float] | None,
+                  p: float, seed: int, step: int) -> dict[str, float]:
+    """The step's ramp with dropped teachers set to 0 (``loss.teacher_drop``).
+
+    One uniform u_k per teacher (in ``names`` order) from numpy's generator seeded with
+    [seed, step]: teacher k is dropped when u_k < p. If that drops every active teacher (w_k > 0
+    and ramp_k > 0), the active one with the largest u_k is kept. A pure function of its
+    arguments, so every rank draws the same and a resumed run redraws the same (no state).
+    p = 0 returns ``ramp`` unchanged (no draw).
+    """
+    ramp = dict(ramp or {})
+    if p <= 0:
+        return ramp
+    u = np.random.default_rng([int(seed), int(step)]).random(len(names))
+    active = [i for i, n in enumerate(names) if weights[n] > 0 and float(ramp.get(n, 1.0)) > 0]
+    dropped = [i for i in active if u[i] < p]
+    if active and len(dropped) == len(active):
+        dropped.remove(max(active, key=lambda i: u[i]))
+    for i in dropped:
+        ramp[names[i]] = 0.0
+    return ramp
 
 
 def _standardize(x: Tensor, ctx: LossContext) -> Tensor:
@@ -312,7 +375,15 @@ class MultiTeacherLoss(nn.Module):
         unknown = [n for n in stats if n not in self.teacher_names]
         if unknown:
             raise ValueError(f"stats: not teachers: {', '.join(unknown)}")
-        if cfg.standardize and ({"mse", "smooth_l1"} & set(self.terms)):
+        if cfg.target_norm != "none":
+            missing = [n for n in self.teacher_names if n not in stats]
+            if missing:
+                raise ValueError(f"target_norm={cfg.target_norm}: no target stats for teacher(s) {', '.join(missing)}")
+            flat = [n for n in self.teacher_names if stats[n].std.ndim != 1]
+            if cfg.target_norm == "standardize" and flat:
+                raise ValueError(f"target_norm=standardize: teacher(s) {', '.join(flat)} have a scalar std; "
+                                 "compute their stats with per_dim=True")
+        elif cfg.standardize and ({"mse", "smooth_l1"} & set(self.terms)):
             for n in self.teacher_names:
                 if n not in stats:
                     log.warning("loss: no target stats for teacher %r; its mse/smooth_l1 are not standardised", n)
@@ -339,8 +410,16 @@ class MultiTeacherLoss(nn.Module):
         return TargetStats(getattr(self, f"stats_mean_{i}"), getattr(self, f"stats_std_{i}"))
 
     def _teacher_loss(self, i: int, pred: Tensor, target: Tensor, per_example: bool) -> tuple[Tensor, dict, Tensor | None]:
-        """L_k (scalar), its terms {term: scalar}, and the per-example L_k (B,) if asked."""
-        ctx = LossContext(temperature=self.cfg.temperature, standardize=self.cfg.standardize,
+        """L_k (scalar), its terms {term: scalar}, and the per-example L_k (B,) if asked.
+
+        With ``target_norm`` set, pred and target are first mapped into the teacher's normalised
+        space and every term is computed there (mse / smooth_l1 are then not standardised again).
+        """
+        norm = self.cfg.target_norm
+        if norm != "none":
+            st = self._stats(i)
+            pred, target = normalise_targets(pred, st, norm), normalise_targets(target, st, norm)
+        ctx = LossContext(temperature=self.cfg.temperature, standardize=self.cfg.standardize and norm == "none",
                           stats=self._stats(i), reduction="none")
         terms, total, per_ex = {}, 0.0, None
         for name, lam in self.terms.items():

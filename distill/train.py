@@ -37,7 +37,7 @@ from distill.config import Config, check_world, dump_config
 from distill.curriculum import CurriculumSampler, compute_difficulty
 from distill.errors import TrainingDiverged
 from distill.evaluator import Evaluator, format_splits, pick_metric
-from distill.losses import MultiTeacherLoss, compute_target_stats
+from distill.losses import MultiTeacherLoss, compute_target_stats, drop_teachers, target_stats_per_dim
 from distill.monitor import Monitor, ShownSplit
 from distill.rundata import RunData, TargetSource, load_run_data, pick_device
 from distill.schema import ConfigError
@@ -104,8 +104,12 @@ def default_student(r: Recipe) -> Student:
 
 
 def default_loss(r: Recipe) -> nn.Module:
-    """The configured multi-teacher loss, standardised on the training answers' statistics."""
-    stats = {n: compute_target_stats(r.data.stats_answers[n]) for n in r.names}
+    """The configured multi-teacher loss, standardised on the training answers' statistics.
+
+    The stats come from ``RunData.stats_answers`` (the store's training answers, or in online mode
+    a seeded sample every rank encodes alike), so every rank and a resumed run get the same."""
+    per_dim = target_stats_per_dim(r.cfg.loss)
+    stats = {n: compute_target_stats(r.data.stats_answers[n], per_dim=per_dim) for n in r.names}
     return MultiTeacherLoss(r.cfg.loss, r.names, {t.name: t.weight for t in r.cfg.teachers}, stats=stats,
                             reduce_mean=lambda x: r.accelerator.reduce(x, "mean"))
 
@@ -205,7 +209,8 @@ class Recipe:
         """
         micro, acc = self.cfg.train.grad_accum, self.accelerator
         want_per_ex = self.cfg.curriculum.difficulty == "student_loss"
-        ramp = self.sampler.teacher_ramp(step)
+        ramp = drop_teachers(self.names, {t.name: t.weight for t in self.cfg.teachers},
+                             self.sampler.teacher_ramp(step), self.cfg.loss.teacher_drop, self.cfg.run.seed, step)
         self.model.train()
         total = torch.zeros((), device=self.device)
         per_teacher, per_term, per_ex = {n: 0.0 for n in self.names}, {}, []

@@ -16,6 +16,7 @@ from distill.losses import (
     MultiTeacherLoss,
     TargetStats,
     compute_target_stats,
+    drop_teachers,
 )
 
 
@@ -296,3 +297,121 @@ def test_all_teachers_ramped_out_still_backpropagates():
     assert out.total.item() == 0.0 and out.weights == {"a": 0.0, "b.x": 0.0}
     out.total.backward()
     assert loss.log_vars.grad.tolist() == [0.0, 0.0]  # takes part in the graph (DDP needs it)
+
+
+# --- loss.target_norm: every term in a per-teacher normalised space --------------------------------
+
+
+def one_teacher_loss(terms: dict, target_norm: str, stats: TargetStats | None, pred, target, **kw) -> float:
+    cfg = LossConfig(terms=terms, target_norm=target_norm, **kw)
+    return MultiTeacherLoss(cfg, ["a"], {"a": 1.0}, stats={"a": stats} if stats else None)(
+        {"a": pred}, {"a": target}).total.item()
+
+
+def test_target_norm_center_computes_the_cosine_between_centred_vectors():
+    stats = TargetStats(mean=t([1.0, 0.0]), std=t(2.0))
+    pred, target = t([[1.0, 1.0]]), t([[2.0, 0.0]])
+    # Raw: cos((1, 1), (2, 0)) = 1/sqrt(2). Centred: cos((0, 1), (1, 0)) = 0.
+    assert one_teacher_loss({"cosine": 1.0}, "none", stats, pred, target) == pytest.approx(1 - 1 / math.sqrt(2))
+    assert one_teacher_loss({"cosine": 1.0}, "center", stats, pred, target) == pytest.approx(1.0)
+    # phis = centre + one positive scale: the same cosine.
+    assert one_teacher_loss({"cosine": 1.0}, "phis", stats, pred, target) == pytest.approx(1.0)
+    # Centring only one side would give cos((1, 1), (1, 0)) or cos((0, 1), (2, 0)): neither is 0 and 1.
+    pred2, target2 = t([[3.0, 1.0]]), t([[1.0, 2.0]])
+    # Centred: (2, 1) and (0, 2): cos = 2 / (sqrt(5) * 2) = 1/sqrt(5).
+    assert one_teacher_loss({"cosine": 1.0}, "center", stats, pred2, target2) == pytest.approx(1 - 1 / math.sqrt(5))
+
+
+def test_target_norm_standardize_rescales_each_dimension():
+    stats = TargetStats(mean=t([0.0, 0.0]), std=t([1.0, 10.0]))
+    pred, target = t([[1.0, 10.0]]), t([[1.0, 0.0]])
+    # Raw cos((1, 10), (1, 0)) = 1/sqrt(101); per-dimension (1, 1) vs (1, 0): 1/sqrt(2).
+    assert one_teacher_loss({"cosine": 1.0}, "none", stats, pred, target) == pytest.approx(1 - 1 / math.sqrt(101))
+    assert one_teacher_loss({"cosine": 1.0}, "standardize", stats, pred, target) == pytest.approx(1 - 1 / math.sqrt(2))
+    # A scalar std cannot standardise per dimension: refused, not silently a phis.
+    with pytest.raises(ValueError, match="target_norm=standardize: teacher.s. a have a scalar std"):
+        MultiTeacherLoss(LossConfig(target_norm="standardize"), ["a"], {"a": 1.0},
+                         stats={"a": TargetStats(mean=t([0.0, 0.0]), std=t(1.0))})
+
+
+def test_target_norm_mse_is_not_standardised_twice():
+    stats = TargetStats(mean=t([1.0, 2.0]), std=t(2.0))
+    pred, target = t([[3.0, 4.0]]), t([[1.0, 0.0]])
+    # centre: the mean cancels in a difference: raw mse (4 + 16)/2 = 10, although standardize=True.
+    assert one_teacher_loss({"mse": 1.0}, "center", stats, pred, target, standardize=True) == pytest.approx(10.0)
+    # phis: diffs (2, 4)/2 -> mse (1 + 4)/2 = 2.5 (what standardize=True gives with target_norm none).
+    assert one_teacher_loss({"mse": 1.0}, "phis", stats, pred, target) == pytest.approx(2.5)
+    assert one_teacher_loss({"mse": 1.0}, "none", stats, pred, target, standardize=True) == pytest.approx(2.5)
+
+
+def test_target_norm_applies_to_infonce_and_relational():
+    """A shared offset makes every raw pair similar; centring removes it before both terms."""
+    mu = t([5.0, 5.0, 0.0])
+    stats = TargetStats(mean=mu, std=t(1.0))
+    target = mu + t([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    pred = mu + t([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, -1.0]])
+    # Centred, pred 0 and 1 match their targets, pred 2 is the opposite of target 2.
+    # infonce (temperature 1): per example -log softmax of cosines: rows 0, 1: [1, 0, 0]; row 2: [0, 0, -1].
+    a = math.log(math.e + 2) - 1            # -log(e / (e + 1 + 1))
+    b = math.log(2 + math.exp(-1)) + 1      # -log(e^-1 / (1 + 1 + e^-1))
+    got = one_teacher_loss({"infonce": 1.0}, "center", stats, pred, target, temperature=1.0)
+    assert got == pytest.approx((2 * a + b) / 3, rel=1e-5)
+    raw = one_teacher_loss({"infonce": 1.0}, "none", stats, pred, target, temperature=1.0)
+    assert abs(raw - got) > 0.1
+    # relational: the third prediction twice as far out. Centred, all vectors on both sides are
+    # orthogonal (both similarity matrices are the identity): 0. Raw, the offset makes its
+    # similarities to the others differ from the target's: > 0.
+    pred = mu + t([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 2.0]])
+    assert one_teacher_loss({"relational": 1.0}, "center", stats, pred, target) == pytest.approx(0.0, abs=1e-7)
+    assert one_teacher_loss({"relational": 1.0}, "none", stats, pred, target) > 1e-4
+
+
+def test_target_norm_none_is_the_raw_loss_and_other_modes_need_stats():
+    g = torch.Generator().manual_seed(3)
+    pred, target = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    stats = compute_target_stats(target + 3)
+    terms = {"cosine": 1.0, "infonce": 0.25, "relational": 0.5, "mse": 0.5}
+    default = MultiTeacherLoss(LossConfig(terms=terms), ["a"], {"a": 1.0}, stats={"a": stats})
+    none = MultiTeacherLoss(LossConfig(terms=terms, target_norm="none"), ["a"], {"a": 1.0}, stats={"a": stats})
+    assert none({"a": pred}, {"a": target}).total.item() == default({"a": pred}, {"a": target}).total.item()
+    with pytest.raises(ValueError, match="target_norm=center: no target stats for teacher.s. b"):
+        MultiTeacherLoss(LossConfig(target_norm="center"), ["a", "b"], {"a": 1.0, "b": 1.0}, stats={"a": stats})
+    with pytest.raises(ValueError, match="target_norm: 'zscore' is not one of none, center, phis, standardize"):
+        LossConfig(target_norm="zscore")
+
+
+# --- loss.teacher_drop ----------------------------------------------------------------------------
+
+
+def test_drop_teachers_pinned_draws_and_keep_rule():
+    names, w = ["a", "b", "c"], {"a": 1.0, "b": 1.0, "c": 1.0}
+    # numpy default_rng([0, step]).random(3): step 0 (0.637, 0.270, 0.041); step 1 (0.890, 0.557,
+    # 0.801); step 2 (0.081, 0.402, 0.601); step 3 (0.895, 0.860, 0.321). p = 0.5 drops u < 0.5.
+    assert drop_teachers(names, w, None, 0.5, 0, 0) == {"b": 0.0, "c": 0.0}
+    assert drop_teachers(names, w, None, 0.5, 0, 1) == {}
+    assert drop_teachers(names, w, {"a": 0.5}, 0.5, 0, 2) == {"a": 0.0, "b": 0.0}
+    assert drop_teachers(names, w, {"a": 0.5}, 0.5, 0, 3) == {"a": 0.5, "c": 0.0}
+    # Seed 1, step 2: (0.448, 0.431, 0.420), all < 0.5: the largest draw (a) is kept.
+    assert drop_teachers(names, w, None, 0.5, 1, 2) == {"b": 0.0, "c": 0.0}
+    # a inactive (weight 0, or ramped out): the kept one is the largest draw among b and c.
+    assert drop_teachers(names, dict(w, a=0.0), None, 0.5, 1, 2) == {"c": 0.0}
+    assert drop_teachers(names, w, {"a": 0.0}, 0.5, 1, 2) == {"a": 0.0, "c": 0.0}
+    # p = 0: the ramp untouched.
+    assert drop_teachers(names, w, {"a": 0.25}, 0.0, 1, 2) == {"a": 0.25}
+
+
+def test_drop_teachers_rate_and_determinism():
+    names, w = ["a", "b"], {"a": 1.0, "b": 1.0}
+    draws = [drop_teachers(names, w, None, 0.5, 7, s) for s in range(4000)]
+    assert all(len(d) <= 1 for d in draws)  # never both
+    # P(drop k) = P(u_k < p) − P(both < p and u_k is the larger) = p − p²/2 = 0.375 for each.
+    for n in names:
+        assert np.mean([n in d for d in draws]) == pytest.approx(0.375, abs=0.025)
+    assert draws == [drop_teachers(names, w, None, 0.5, 7, s) for s in range(4000)]
+    assert draws != [drop_teachers(names, w, None, 0.5, 8, s) for s in range(4000)]
+
+
+def test_teacher_drop_config_validation():
+    for bad in (1.0, -0.1, True, "0.5"):
+        with pytest.raises(ValueError, match="teacher_drop: must be a probability in"):
+            LossConfig(teacher_drop=bad)

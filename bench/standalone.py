@@ -16,6 +16,13 @@ Training (a compact loop; phase 2 moves it onto the recipe), both stages for (d)
 
     python bench/standalone.py                  # 3 seeds, table + bench/results/standalone.json
     python bench/standalone.py --trial '{...}'  # one config, 1 seed, validation numbers only
+
+The shipped recipe's runs (`distill train configs/standalone.yaml`, no training here), several
+seeds per variant (mean ± sd, paired on - off), speed on each variant's first run:
+
+    python bench/standalone.py --recipe-on 'runs/st-on-s*' --recipe-off 'runs/st-off-s*' \
+        [--variant LABEL RUN [RUN ...]]     # -> bench/results/standalone_recipe.json
+    python bench/standalone.py --recipe RUN_ON [RUN_OFF]   # the one-run form
 """
 
 from __future__ import annotations
@@ -313,10 +320,20 @@ def main() -> int:
     ap.add_argument("--recipe", nargs="+", metavar="RUN",
                     help="evaluate runs of `distill train configs/standalone.yaml`: RUN_ON [RUN_OFF] (lattice on / "
                          "--set student.token_lattice=false) on the test sets, with speed; no training here")
+    ap.add_argument("--recipe-on", nargs="+", metavar="RUN", help="recipe runs with the lattice (seeds; globs ok)")
+    ap.add_argument("--recipe-off", nargs="+", metavar="RUN", help="recipe runs with token_lattice=false (seeds)")
+    ap.add_argument("--variant", nargs="+", action="append", metavar="LABEL RUN",
+                    help="another recipe variant: LABEL RUN [RUN ...] (repeatable)")
+    ap.add_argument("--speed-rounds", type=int, default=3, help="interleaved speed rounds (--recipe modes)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if args.recipe:
-        return recipe_bench(*args.recipe[:2])
+    if args.recipe or args.recipe_on or args.recipe_off or args.variant:
+        try:
+            variants = recipe_variants(args)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        return recipe_bench(variants, rounds=args.speed_rounds)
     cfg = {**DEFAULT}
     if args.trial:
         over = json.loads(args.trial)
@@ -412,39 +429,136 @@ class _RecipeEnv:
         self.dolly_a = {"test": SD.teacher_embed(d["test"][1], role="answer")}
 
 
-def recipe_bench(run_on: str, run_off: str | None = None) -> int:
-    """The shipped recipe's exports (trained by `distill train`, shipped data only) on the phase-1
-    test sets, beside MiniLM measured in the same run; speed at b64/2t, b64/1t, b1/1t."""
+def expand_runs(patterns: list[str]) -> list[str]:
+    """Run directories from paths or glob patterns (sorted per pattern, order of patterns kept).
+    A pattern matching nothing, or a path that is not a directory: ValueError naming it."""
+    import glob
+
+    runs: list[str] = []
+    for pat in patterns:
+        hits = sorted(glob.glob(pat)) if any(c in pat for c in "*?[") else [pat]
+        if not hits:
+            raise ValueError(f"{pat}: no run directory matches")
+        for h in hits:
+            if not Path(h).is_dir():
+                raise ValueError(f"{h}: not a run directory")
+            runs.append(h)
+    return runs
+
+
+def recipe_variants(args) -> dict[str, list[str]]:
+    """Row label -> run directories, from ``--recipe RUN_ON [RUN_OFF]`` (the old form, one run
+    each), ``--recipe-on/--recipe-off RUN...`` and repeatable ``--variant LABEL RUN...``."""
+    on, off = list(args.recipe_on or []), list(args.recipe_off or [])
+    if args.recipe:
+        if len(args.recipe) > 2:
+            raise ValueError(f"--recipe: takes RUN_ON [RUN_OFF], got {len(args.recipe)} runs "
+                             "(several seeds: --recipe-on RUN... --recipe-off RUN...)")
+        on += args.recipe[:1]
+        off += args.recipe[1:2]
+    variants: dict[str, list[str]] = {}
+    if on:
+        variants["(e) recipe, lattice on"] = expand_runs(on)
+    if off:
+        variants["(d) recipe, lattice off"] = expand_runs(off)
+    for label, *runs in args.variant or []:
+        if not runs:
+            raise ValueError(f"--variant {label}: no run given (--variant LABEL RUN [RUN ...])")
+        variants[f"recipe, {label}"] = expand_runs(runs)
+    if not variants:
+        raise ValueError("--recipe: no runs given")
+    return variants
+
+
+def _validation_r1(run: str) -> float | None:
+    """Dolly validation R@1 of the run's own eval.json (the recipe's tuning number), if there."""
+    f = Path(run) / "eval.json"
+    if not f.exists():
+        return None
+    doc = json.loads(f.read_text())
+    try:
+        return float(doc["validation"][doc["input_teacher"]]["student"]["recall@1"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _paired_diffs(per_run: dict[str, list[dict]], a: str, b: str) -> dict:
+    """a - b on the same seeds (run i of both), mean ± 95% t interval, for Dolly R@1 and STS."""
+    from bench.stats import paired
+
+    ra, rb = per_run[a], per_run[b]
+    out = {}
+    for m, (x, y) in {"dolly_r1": ("dolly_test", "r1"), "sts": ("sts", "mean"), "trec_map": ("trec_dev", "map")}.items():
+        out[m] = paired([r[x][y] for r in ra], [r[x][y] for r in rb]).to_dict()
+    return out
+
+
+def recipe_bench(variants: dict[str, list[str]], rounds: int = 3) -> int:
+    """Exports of `distill train configs/standalone.yaml` runs (shipped data only) on the phase-1
+    test sets, each variant over its runs (seeds): mean ± sd; with on and off on the same number of
+    runs, the paired difference on - off. Speed once per variant (its first run's export),
+    interleaved with MiniLM (and potion-base-8M when model2vec is installed) in the same run."""
     from distill.encoder import Encoder
 
     env = _RecipeEnv()
     teacher = SD.teacher()
-    encs = {"(e) recipe, lattice on": Encoder.from_pretrained(run_on)}
-    if run_off:
-        encs["(d) recipe, lattice off"] = Encoder.from_pretrained(run_off)
-    rows = {}
-    if OUT.exists():  # MiniLM's own quality on these sets is the phase-1 row (same splits, deterministic)
-        rows_known = json.loads(OUT.read_text())["rows"]
-    for k, enc in encs.items():
-        rows[k] = [evaluate(env, lambda t, enc=enc: enc.encode(list(t), batch_size=256), split="test")]
-        print(k, _brief(rows[k][0]), flush=True)
-    summ = {k: _summ(v) for k, v in rows.items()}
-    if OUT.exists():
-        summ = {"(a) MiniLM teacher": rows_known["(a) MiniLM teacher"], **summ}
-    results: dict = {"runs": {"on": run_on, "off": run_off}, "rows": summ,
+    encs = {k: [Encoder.from_pretrained(r) for r in runs] for k, runs in variants.items()}
+    per_run: dict[str, list[dict]] = {}
+    for k, es in encs.items():
+        per_run[k] = []
+        for run, enc in zip(variants[k], es):
+            res = evaluate(env, lambda t, enc=enc: enc.encode(list(t), batch_size=256), split="test")
+            res["run"], res["dolly_val_r1"] = run, _validation_r1(run)
+            per_run[k].append(res)
+            print(k, run, _brief(res), "val R@1", res["dolly_val_r1"], flush=True)
+    summ = {"(a) MiniLM teacher": _summ([evaluate(env, lambda t: SD.teacher_embed(list(t)), split="test")])}
+    potion = _potion()
+    if potion is not None:
+        p_enc = lambda t: _norm(potion.encode(list(t), batch_size=256, use_multiprocessing=False))  # noqa: E731
+        summ["(b) potion-base-8M"] = _summ([evaluate(env, p_enc, split="test", own_bank=True)])
+    for k, runs in per_run.items():
+        summ[k] = _summ(runs)
+        vals = [r["dolly_val_r1"] for r in runs if r["dolly_val_r1"] is not None]
+        if vals:
+            summ[k]["dolly_val_r1"] = {"mean": float(np.mean(vals)), "sd": float(np.std(vals, ddof=1)) if len(vals) > 1
+                                       else 0.0, "n": len(vals)}
+    results: dict = {"runs": variants, "rows": summ, "per_run": {k: v for k, v in per_run.items()},
                      "splits": "Dolly held-out (project split, = the recipe's test split), STS 2012-2015, "
-                               "TREC-QA dev; the recipe never saw any of them"}
+                               "TREC-QA dev; the recipe never saw any of them; dolly_val_r1 = each run's own "
+                               "eval.json validation table (the tuning number)"}
+    off = "(d) recipe, lattice off"
+    results["paired_on_minus_off"] = {}
+    for k in per_run:
+        if k != off and off in per_run and len(per_run[k]) == len(per_run[off]) > 1:
+            results["paired_on_minus_off"][k] = _paired_diffs(per_run, k, off)
     sents = sorted({r["s1"] for r in env.S["sts"]})[:512]
-    fns = {"(a) MiniLM teacher": lambda t, b: teacher.encode(t, batch_size=b),
-           **{k: (lambda t, b, enc=enc: enc.encode(t, batch_size=b)) for k, enc in encs.items()}}
-    results["speed_texts_per_s"] = interleaved_speed(fns, sents, sents[:128], rounds=2)
-    results["machine_load_1min"] = os.getloadavg()[0]
+    fns = {"(a) MiniLM teacher": lambda t, b: teacher.encode(t, batch_size=b)}
+    if potion is not None:
+        fns["(b) potion-base-8M"] = lambda t, b: potion.encode(t, batch_size=b, use_multiprocessing=False)
+    fns.update({k: (lambda t, b, enc=es[0]: enc.encode(t, batch_size=b)) for k, es in encs.items()})
+    load0 = os.getloadavg()[0]
+    results["speed_texts_per_s"] = interleaved_speed(fns, sents, sents[:128], rounds=rounds)
+    results["speed_texts"] = (f"512 STS sentences (batch 64; 2 and 1 threads) / 128 of them (batch 1, 1 thread); "
+                              f"median of {rounds} interleaved rounds; each variant's first run's export")
+    results["machine_load_1min"] = {"before_speed": load0, "after_speed": os.getloadavg()[0]}
     out = OUT.with_name("standalone_recipe.json")
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=1))
     os.replace(tmp, out)
     print_table(results)
+    for k, d in results["paired_on_minus_off"].items():
+        print(f"paired {k} - lattice off: " + ", ".join(
+            f"{m} {v['mean'] * 100:+.2f} ± {v['half_width'] * 100:.2f} pts" for m, v in d.items()))
     return 0
+
+
+def _potion():
+    """potion-base-8M as a model2vec StaticModel, or None (model2vec or the files missing)."""
+    try:
+        from model2vec import StaticModel
+    except ImportError:
+        return None
+    return StaticModel.from_pretrained(str(POTION)) if POTION.is_dir() else None
 
 
 def interleaved_speed(fns: dict, batch_texts: list[str], single_texts: list[str], rounds: int) -> dict:

@@ -38,7 +38,26 @@ class MeanReadout(nn.Module):
         return self.proj(face.mean(dim=(1, 2)))
 
 
+class OccupiedMeanReadout(MeanReadout):
+    """Mean over the cells whose input cell was written, then C -> output_dim.
+
+    ``forward(face, occupied)`` with ``occupied`` (B, rows, cols, 1), 1.0 where the input face got
+    a value (a token face: the text's own positions); a row with none falls back to zeros before
+    the projection. Without ``occupied`` (a vector input writes every cell) it is the plain mean.
+    Why: an all-cells mean scales a token face's signal by ~L / cells, so a short text's lattice
+    output would shrink with its length; this pools over the text like the static mean does.
+    """
+
+    def forward(self, face: torch.Tensor, occupied: torch.Tensor | None = None) -> torch.Tensor:
+        if occupied is None:
+            return super().forward(face)
+        w = occupied.to(face.dtype)
+        pooled = (face * w).sum(dim=(1, 2)) / w.sum(dim=(1, 2)).clamp(min=1.0)
+        return self.proj(pooled)
+
+
 READOUTS: dict[str, type[nn.Module]] = {
     "flatten": FlattenReadout,
     "mean": MeanReadout,
+    "occupied_mean": OccupiedMeanReadout,
 }

@@ -35,6 +35,7 @@ from torch import nn
 
 from .config import LatticeConfig
 from .model import Lattice3D, LatticeOutput
+from .readout import OccupiedMeanReadout
 
 OVERFLOWS = ("fold", "truncate")
 
@@ -95,6 +96,11 @@ class TokenLattice3D(Lattice3D):
 
     def initial_state_tokens(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, L, token_dim), mask (B, L) -> (state (B, D, H, W, C), face (B, rows, cols, fc))."""
+        state, face, _ = self._initial(tokens, mask)
+        return state, face
+
+    def _initial(self, tokens: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As :meth:`initial_state_tokens`, plus occupied (B, rows, cols, 1): 1.0 where a token landed."""
         if tokens.dim() != 3 or tokens.shape[-1] != self.token_dim:
             raise ValueError(f"tokens: expected shape (B, L, {self.token_dim}), got {tuple(tokens.shape)}")
         c = self.config
@@ -105,7 +111,7 @@ class TokenLattice3D(Lattice3D):
         # a mean); empty cells are zeroed so padding leaves no bias on the face.
         face = self.input_proj(face_tokens) * occupied
         state = torch.zeros(tokens.shape[0], c.depth, c.height, c.width, c.channels, device=tokens.device, dtype=dtype)
-        return self.write_face(state, face), face
+        return self.write_face(state, face), face, occupied
 
     def run_tokens(
         self, tokens: torch.Tensor, mask: torch.Tensor, steps: Optional[int] = None, trace_steps: Iterable[int] = ()
@@ -114,8 +120,10 @@ class TokenLattice3D(Lattice3D):
         T = self.sample_steps() if steps is None else int(steps)
         if T < 0:
             raise ValueError(f"steps: must be >= 0, got {T}")
-        state, face = self.initial_state_tokens(tokens, mask)
-        return self._run_from(state, face, T, trace_steps)
+        state, face, occupied = self._initial(tokens, mask)
+        # occupied_mean pools the output face over the text's own cells; other readouts see all cells.
+        occ = occupied if isinstance(self.readout, OccupiedMeanReadout) else None
+        return self._run_from(state, face, T, trace_steps, occupied=occ)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, steps: Optional[int] = None) -> torch.Tensor:  # type: ignore[override]
         """tokens (B, L, token_dim), mask (B, L) -> (B, output_dim)."""

@@ -107,7 +107,7 @@ class Lattice3D(nn.Module):
         """The first layer's path for this state: the configured one, or for "auto" the
         convolution on large batches of cells when the perception prefers it, else ``index``
         (few cells: per-op overhead dominates, and one gather beats the convolutions' kernel
-        rebuilds; numbers in ``bench/lattice.py``'s impl table)."""
+        rebuilds; numbers: ``bench/lattice_impls.py``)."""
         if self.impl != "auto":
             return self.impl
         if self.perceive.prefers_conv and self.perceive.is_linear() and state[..., 0].numel() >= AUTO_CONV_MIN_CELLS:

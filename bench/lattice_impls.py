@@ -4,7 +4,8 @@ per forward at inference and per forward+backward in training, from one text to 
     python bench/lattice_impls.py [--threads 1] [--rounds 5]   # table + bench/results/lattice_impls.json
 
 All three paths give the same numbers (tests/lattice/test_lattice_reference.py); only time differs.
-Variants run in interleaved rounds (the machine is shared) and the median is reported. The cases:
+Variants run in interleaved rounds (bench/lattice.py's round_robin; the machine is shared) and
+the median is reported. The cases:
 the standalone student's 3x1x32 token lattice (configs/standalone.yaml) encoding 1 and 64 texts and
 training on 128, the demo's 4x8x8 lattice at batch 1 and training on 128, and a Moore/periodic
 lattice at batch 64 (the conv path's best case). This is what ``lattice.model.AUTO_CONV_MIN_CELLS``
@@ -15,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.lattice import round_robin  # noqa: E402
 from lattice import Lattice3D, LatticeConfig  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "lattice_impls.json"
@@ -58,13 +60,18 @@ def case_fn(kw: dict, impl: str, batch: int, training: bool):
     return m, x, fn
 
 
-def per_call_s(fn, min_time: float = 0.3) -> float:
+def repeated(fn, min_time: float = 0.3):
+    """(fn called n times in a row, n): n from one timed call so that a round takes ~min_time
+    (one forward at batch 1 is well under a millisecond, too short to time alone)."""
     fn()
-    n, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < min_time:
-        fn()
-        n += 1
-    return (time.perf_counter() - t0) / n
+    t0 = time.perf_counter()
+    fn()
+    n = max(1, math.ceil(min_time / max(time.perf_counter() - t0, 1e-9)))
+
+    def run():
+        for _ in range(n):
+            fn()
+    return run, n
 
 
 def main(argv=None) -> dict:
@@ -77,12 +84,10 @@ def main(argv=None) -> dict:
     rows = []
     print(f"{'case':36s} {'cells':>7s} " + " ".join(f"{i + ' ms':>10s}" for i in IMPLS) + "   auto picks")
     for name, kw, batch, training in CASES:
-        fns = {impl: case_fn(kw, impl, batch, training) for impl in IMPLS}
-        times = {impl: [] for impl in IMPLS}
-        for _ in range(args.rounds):
-            for impl, (_, _, fn) in fns.items():
-                times[impl].append(per_call_s(fn))
-        med = {impl: statistics.median(v) * 1e3 for impl, v in times.items()}
+        reps = {impl: repeated(case_fn(kw, impl, batch, training)[2]) for impl in IMPLS}
+        # bench/lattice.py's interleaving: the paths take turns, round after round.
+        times = round_robin({impl: run for impl, (run, _) in reps.items()}, args.rounds, warmup=1)
+        med = {impl: times[impl][1] / reps[impl][1] * 1e3 for impl in IMPLS}
         auto, x, _ = case_fn(kw, "auto", batch, training)
         state, _ = auto.initial_state(x)
         pick = auto._impl_for(state)

@@ -415,12 +415,11 @@ class MultiTeacherLoss(nn.Module):
         With ``target_norm`` set, pred and target are first mapped into the teacher's normalised
         space and every term is computed there (mse / smooth_l1 are then not standardised again).
         """
-        norm = self.cfg.target_norm
+        norm, st = self.cfg.target_norm, self._stats(i)
         if norm != "none":
-            st = self._stats(i)
             pred, target = normalise_targets(pred, st, norm), normalise_targets(target, st, norm)
         ctx = LossContext(temperature=self.cfg.temperature, standardize=self.cfg.standardize and norm == "none",
-                          stats=self._stats(i), reduction="none")
+                          stats=st, reduction="none")
         terms, total, per_ex = {}, 0.0, None
         for name, lam in self.terms.items():
             # Per-example values, whose mean is the term: one computation serves both.

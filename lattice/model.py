@@ -196,7 +196,7 @@ class Lattice3D(nn.Module):
     def _run_from(self, state: torch.Tensor, face: torch.Tensor, T: int, trace_steps: Iterable[int],
                   occupied: Optional[torch.Tensor] = None) -> LatticeOutput:
         """The T steps and the readout, from a state with the input already written; ``occupied``
-        (B, rows, cols, 1) goes to a readout that pools over written cells only (occupied_mean)."""
+        (B, rows, cols, 1) or None goes to the readout (see lattice/readout.py)."""
         wanted = set(trace_steps)
         trace = {0: state.detach().clone()} if 0 in wanted else {}
         step_fn = self._step_fn()
@@ -211,8 +211,7 @@ class Lattice3D(nn.Module):
                 state = step_fn(state, mask, scale)
             if t in wanted:
                 trace[t] = state.detach().clone()
-        out_face = self.output_face(state)
-        output = self.readout(out_face) if occupied is None else self.readout(out_face, occupied)
+        output = self.readout(self.output_face(state), occupied)
         return LatticeOutput(output=output, state=state, trace=trace, steps=T)
 
     def forward(self, x: torch.Tensor, steps: Optional[int] = None) -> torch.Tensor:

@@ -100,6 +100,7 @@ class Perceive(nn.Module):
         self.channels = channels
         self.num_features = 0
         self._plan = _conv_plan(self.offsets)
+        self._index_cache: dict = {}  # (D, H, W), device -> neighbour_index table
 
     # -- explicit features ----------------------------------------------------------------------
     def forward(self, state: torch.Tensor) -> torch.Tensor:
@@ -117,7 +118,7 @@ class Perceive(nn.Module):
         """(D, H, W) -> long (D*H*W, N+1): row k lists, in offset order, the flat index + 1 of the
         cell each offset of cell k reads (0 = a zero ghost past the edge). Cached per shape/device."""
         key = (tuple(shape), str(device))
-        cache = self.__dict__.setdefault("_index_cache", {})
+        cache = self._index_cache
         if key not in cache:
             D, H, W = shape
             # The boundary rule only copies values (or writes zeros), so padding the cell numbers

@@ -1,10 +1,12 @@
 """Readouts: the output face's state after T steps -> the output vector.
 
 A readout takes the output face ``(B, rows, cols, C)`` (the last index along ``io_axis``) and
-returns ``(B, output_dim)``.
+``occupied``: ``(B, rows, cols, 1)``, 1.0 where the input face was written (a token lattice: the
+cells of the text's own tokens), or None (a vector input writes every cell); it returns
+``(B, output_dim)``. Readouts that pool every cell alike ignore ``occupied``.
 
 How to add a readout: subclass ``nn.Module`` with ``__init__(rows, cols, channels, output_dim)``
-and ``forward(face) -> (B, output_dim)``, and add one line to ``READOUTS``.
+and ``forward(face, occupied=None) -> (B, output_dim)``, and add one line to ``READOUTS``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ class FlattenReadout(nn.Module):
         super().__init__()
         self.proj = nn.Linear(rows * cols * channels, output_dim)
 
-    def forward(self, face: torch.Tensor) -> torch.Tensor:
+    def forward(self, face: torch.Tensor, occupied: torch.Tensor | None = None) -> torch.Tensor:
         return self.proj(face.flatten(1))
 
 
@@ -34,7 +36,7 @@ class MeanReadout(nn.Module):
         super().__init__()
         self.proj = nn.Linear(channels, output_dim)
 
-    def forward(self, face: torch.Tensor) -> torch.Tensor:
+    def forward(self, face: torch.Tensor, occupied: torch.Tensor | None = None) -> torch.Tensor:
         return self.proj(face.mean(dim=(1, 2)))
 
 

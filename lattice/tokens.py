@@ -35,7 +35,6 @@ from torch import nn
 
 from .config import LatticeConfig
 from .model import Lattice3D, LatticeOutput
-from .readout import OccupiedMeanReadout
 
 OVERFLOWS = ("fold", "truncate")
 
@@ -121,9 +120,7 @@ class TokenLattice3D(Lattice3D):
         if T < 0:
             raise ValueError(f"steps: must be >= 0, got {T}")
         state, face, occupied = self._initial(tokens, mask)
-        # occupied_mean pools the output face over the text's own cells; other readouts see all cells.
-        occ = occupied if isinstance(self.readout, OccupiedMeanReadout) else None
-        return self._run_from(state, face, T, trace_steps, occupied=occ)
+        return self._run_from(state, face, T, trace_steps, occupied=occupied)
 
     def forward(self, tokens: torch.Tensor, mask: torch.Tensor, steps: Optional[int] = None) -> torch.Tensor:  # type: ignore[override]
         """tokens (B, L, token_dim), mask (B, L) -> (B, output_dim)."""

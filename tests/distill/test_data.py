@@ -203,8 +203,21 @@ with open(path, "w") as f:
         text_bytes += len(q) + len(a)
         f.write(json.dumps({"question": q, "answer": a, "category": "c"}) + "\\n")
 base = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+# The peak of loading alone: reset the high-water mark here (Linux >= 4.0), so a peak of the
+# imports above cannot count (with RSS shrunk since, e.g. library pages the kernel reclaimed
+# under another process's load, it did once: 10x). Without clear_refs: the process's ru_maxrss.
+try:
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    reset = True
+except OSError:
+    reset = False
 ds = load_pairs(DataSection(path=str(path))).dataset
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+if reset:
+    hwm = next(line for line in open("/proc/self/status") if line.startswith("VmHWM:"))
+    peak = int(hwm.split()[1]) * 1024
+else:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 assert len(ds) == n and ds["answer"][n - 1].endswith(str(n - 1))
 print(json.dumps({"peak_over_base": peak - base, "text_bytes": text_bytes,
                   "arrow_bytes": ds.data.nbytes, "file_bytes": path.stat().st_size}))

@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.stats import paired, summarize  # noqa: E402
 from distill.config import load_config  # noqa: E402
+from distill.targets import teacher_input  # noqa: E402
 from distill.train import build_recipe, run  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "multi_teacher.json"
@@ -64,34 +65,61 @@ METRICS = ("cosine", "recall@1", "recall@10", "mrr")
 BOTH = "both (demo weights)"
 
 
-def variant_list(weights: list[str], norms: list[str], drops: list[float]) -> dict[str, tuple[str, list[str]]]:
+def input_override(spec: str) -> str:
+    """"minilm,smollm2" -> the student.input_teacher override reading those question embeddings."""
+    return f"student.input_teacher=[{', '.join(spec.split(','))}]"
+
+
+def variant_list(weights: list[str], norms: list[str], drops: list[float],
+                 inputs: list[str] | None = None) -> dict[str, tuple[str, list[str]]]:
     """label -> (weights variant, extra overrides): every weights variant under every target_norm
-    (label suffix ", target_norm=X" unless X is none), then "both" with each teacher_drop."""
+    (label suffix ", target_norm=X" unless X is none), then "both" with each teacher_drop; all of it
+    once per student input in ``inputs`` (comma-joined teacher names; label suffix ", input=a+b"
+    when more than one input is compared)."""
     out = {}
-    for norm in norms:
-        for w in weights:
-            label = w if norm == "none" else f"{w}, target_norm={norm}"
-            out[label] = (w, [] if norm == "none" else [f"loss.target_norm={norm}"])
-    for p in drops:
-        out[f"{BOTH}, teacher_drop={p}"] = (BOTH, [f"loss.teacher_drop={p}"])
+    inputs = inputs or [None]
+    for spec in inputs:
+        tag = f", input={spec.replace(',', '+')}" if len(inputs) > 1 else ""  # as input_of() spells it
+        over = [input_override(spec)] if spec else []
+        for norm in norms:
+            for w in weights:
+                label = (w if norm == "none" else f"{w}, target_norm={norm}") + tag
+                out[label] = (w, [*over, *([] if norm == "none" else [f"loss.target_norm={norm}"])])
+        for p in drops:
+            out[f"{BOTH}, teacher_drop={p}{tag}"] = (BOTH, [*over, f"loss.teacher_drop={p}"])
     return out
+
+
+def input_of(extra: list[str]) -> str | None:
+    """The input spec ("minilm+smollm2") a variant's overrides set, or None (the config's)."""
+    v = next((e.split("=", 1)[1] for e in extra if e.startswith("student.input_teacher=")), None)
+    return None if v is None else "+".join(x.strip() for x in v.strip("[]").split(","))
 
 
 def comparisons(variants: dict[str, tuple[str, list[str]]]) -> list[tuple[str, str, str]]:
     """(label a, label b, teacher space) pairs whose paired difference a - b is reported: a "both"
-    variant against the single teacher of each space under the same target_norm (or none), and
-    every other "both" variant against the plain one."""
+    variant against the single teacher of each space under the same target_norm (or none) and
+    input, every other "both" variant against the plain one, and (several inputs compared) each
+    variant against the same variant reading the first input."""
     out = []
+    specs = list(dict.fromkeys(input_of(e) for _, e in variants.values()))
     for label, (w, extra) in variants.items():
+        spec = input_of(extra)
+        tag = f", input={spec}" if len(specs) > 1 else ""
+        if tag and spec != specs[0]:
+            ref = label.replace(tag, f", input={specs[0]}")
+            if ref in variants:  # the spaces this weights variant trains
+                out += [(label, ref, t) for t in ("minilm", "smollm2") if VARIANTS[w] is None or VARIANTS[w][t]]
         if w != BOTH:
             continue
         norm = next((e.split("=", 1)[1] for e in extra if e.startswith("loss.target_norm=")), "none")
         for space, single in (("minilm", "minilm alone"), ("smollm2", "smollm2 alone")):
-            ref = single if norm == "none" else f"{single}, target_norm={norm}"
+            ref = (single if norm == "none" else f"{single}, target_norm={norm}") + tag
             if ref in variants:
                 out.append((label, ref, space))
-        if label != BOTH and BOTH in variants:
-            out += [(label, BOTH, "minilm"), (label, BOTH, "smollm2")]
+        both = BOTH + tag
+        if label != both and both in variants:
+            out += [(label, both, "minilm"), (label, both, "smollm2")]
     return out
 
 
@@ -101,23 +129,29 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(ra, rb)[0, 1])
 
 
-def sts_inputs(cfg, n_pairs: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """MiniLM (the input teacher) embeddings of a fixed sample of STS pairs: (n, d), (n, d), gold (n,)."""
-    from teachers.spec import TeacherSpec  # noqa: F401  (the config already holds built specs)
+def sts_inputs(cfg, n_pairs: int, names: list[str]) -> tuple[dict, dict, np.ndarray]:
+    """The named teachers' question embeddings of a fixed sample of STS pairs:
+    {teacher: (n, d)} for the first and the second sentences, and the gold scores (n,)."""
     from teachers.teacher import load_teacher
 
     rows = [json.loads(line) for line in STS.read_text().splitlines() if line.strip()]
     rows = random.Random(0).sample(rows, min(n_pairs, len(rows)))
-    teacher = load_teacher(cfg.input_teacher(), "cpu")
-    e1 = teacher.encode([r["s1"] for r in rows], "query")
-    e2 = teacher.encode([r["s2"] for r in rows], "query")
+    specs = {t.name: t for t in cfg.teachers}
+    e1, e2 = {}, {}
+    for n in names:
+        teacher = load_teacher(specs[n], "cpu")
+        e1[n] = teacher.encode([r["s1"] for r in rows], "query")
+        e2[n] = teacher.encode([r["s2"] for r in rows], "query")
     return e1, e2, np.array([float(r["score"]) for r in rows])
 
 
 @torch.no_grad()
-def sts_spearman(student, e1: torch.Tensor, e2: torch.Tensor, gold: np.ndarray) -> float:
+def sts_spearman(student, e1: dict, e2: dict, gold: np.ndarray) -> float:
+    """Spearman of the cosine of the lattice readouts z (the shared representation, before any
+    head) of the two sentences, the student reading its own input teachers' embeddings."""
     student.eval()
-    z1, z2 = student.lattice(e1), student.lattice(e2)  # (n, d_lat): the shared representation
+    z1 = student.lattice(teacher_input(e1, student.input_teachers))
+    z2 = student.lattice(teacher_input(e2, student.input_teachers))
     return spearman(F.cosine_similarity(z1, z2, dim=-1).numpy(), gold)
 
 
@@ -193,6 +227,9 @@ def main() -> int:
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), help="weights variants")
     ap.add_argument("--norms", nargs="*", default=["none"], help="loss.target_norm values to run each variant with")
     ap.add_argument("--drops", type=float, nargs="*", default=[], help="loss.teacher_drop values to run 'both' with")
+    ap.add_argument("--inputs", nargs="*", default=None,
+                    help="student inputs to run every variant with, each comma-joined teacher names "
+                         "(e.g. minilm minilm,smollm2); default: the config's student.input_teacher")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--mean-baseline", action="store_true",
                     help="only print the constant mean-answer prediction's cosine per space and split")
@@ -203,8 +240,9 @@ def main() -> int:
         for split, row in mean_answer_baseline(cfg).items():
             print(f"{split}: " + ", ".join(f"{n} {v:.4f}" for n, v in row.items()))
         return 0
-    sts = sts_inputs(cfg, args.sts_pairs)
-    variants = variant_list(args.variants, args.norms, args.drops)
+    variants = variant_list(args.variants, args.norms, args.drops, args.inputs)
+    needed = list(dict.fromkeys(n for spec in (args.inputs or [",".join(cfg.input_names())]) for n in spec.split(",")))
+    sts = sts_inputs(cfg, args.sts_pairs, needed)
     runs: dict[str, list[dict]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:  # seeds outermost: the variants are interleaved against machine load
@@ -215,8 +253,15 @@ def main() -> int:
     table: dict = {"baselines": {t: {b: {m: rows[b][m] for m in METRICS} for b in rows if b != "student"}
                                  for t, rows in first.items()},
                    "students": {}}
-    table["baselines"]["sts_spearman"] = {"minilm input embedding": spearman(
-        F.cosine_similarity(sts[0], sts[1], dim=-1).numpy(), sts[2])}
+    # ridge_input reads what the student reads: one row per input compared
+    for v, (_, extra) in variants.items():
+        spec = input_of(extra)
+        for t, rows in runs[v][0]["test"].items():
+            if spec is not None and "ridge_input" in rows:
+                table["baselines"][t].pop("ridge_input", None)
+                table["baselines"][t][f"ridge_input {spec}"] = {m: rows["ridge_input"][m] for m in METRICS}
+    table["baselines"]["sts_spearman"] = {f"{n} input embedding": spearman(
+        F.cosine_similarity(sts[0][n], sts[1][n], dim=-1).numpy(), sts[2]) for n in sts[0]}
     for v, rs in runs.items():
         row = {t: {m: summarize([r["test"][t]["student"][m] for r in rs]).__dict__ for m in METRICS}
                for t in first}
@@ -229,17 +274,18 @@ def main() -> int:
           f"mean ± 95% interval")
     for t in first:
         print(f"\nteacher space: {t}")
-        print(f"  {'predictor':<22}" + "".join(f"{m:>18}" for m in METRICS))
+        print(f"  {'predictor':<60}" + "".join(f"{m:>18}" for m in METRICS))
         for b, vals in table["baselines"][t].items():
-            print(f"  {b:<22}" + "".join(f"{vals[m]:>18.4f}" for m in METRICS))
+            print(f"  {b:<60}" + "".join(f"{vals[m]:>18.4f}" for m in METRICS))
         for v, row in table["students"].items():
-            print(f"  {v:<22}" + "".join(f"{row[t][m]['mean']:>10.4f} ± {row[t][m]['half_width']:.4f}"
+            print(f"  {v:<60}" + "".join(f"{row[t][m]['mean']:>10.4f} ± {row[t][m]['half_width']:.4f}"
                                           for m in METRICS))
-    print(f"\nSTS Spearman ({len(sts[2])} pairs of {STS.name}, lattice readout z of the MiniLM input):")
-    print(f"  {'minilm input embedding':<22}{table['baselines']['sts_spearman']['minilm input embedding']:>10.4f}")
+    print(f"\nSTS Spearman ({len(sts[2])} pairs of {STS.name}, the lattice readout z of the student's input):")
+    for b, val in table["baselines"]["sts_spearman"].items():
+        print(f"  {b:<60}{val:>10.4f}")
     for v, row in table["students"].items():
         s = row["sts_spearman"]
-        print(f"  {v:<22}{s['mean']:>10.4f} ± {s['half_width']:.4f}")
+        print(f"  {v:<60}{s['mean']:>10.4f} ± {s['half_width']:.4f}")
     print_paired(table["paired"])
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

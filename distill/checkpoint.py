@@ -285,7 +285,7 @@ def config_meta(cfg) -> dict:
     from distill.student import section_config
 
     return {"teachers": {t.name: t.embedding_fields() for t in cfg.teachers},
-            **section_config(cfg.student, cfg.input_teacher().name)}
+            **section_config(cfg.student, cfg.input_names())}
 
 
 def run_meta(cfg, student) -> dict:

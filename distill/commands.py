@@ -135,10 +135,10 @@ def cmd_eval(args) -> int:
         splits = {s: (getattr(data, s).x, getattr(data, s).targets) for s in ("validation", "test")}
         pairs = {s: len(getattr(data, s).idx) for s in ("validation", "test")}
     ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size, cfg.data.task == "pairs")
-    it = student.input_teacher if student.input_mode == "teacher" else None
+    it = student.input_teachers if student.input_mode == "teacher" else None
     results = {s: Evaluator(x, t, data.train, *ev, input_teacher=it).evaluate(student, "cpu")
                for s, (x, t) in splits.items()}
-    print(format_splits(results, pairs, student.input_teacher))
+    print(format_splits(results, pairs, it or student.input_teacher))
     out = Path(args.out) if args.out else run_dir / "eval.json"
     from distill.checkpoint import write_json_atomic
 
@@ -152,7 +152,7 @@ def _other_data(cfg: Config, student, path: str):
     """``distill eval --data FILE``: every pair of another file, its targets through the store."""
     from distill.data import load_pairs
     from distill.rundata import token_inputs
-    from distill.targets import compute_targets
+    from distill.targets import compute_targets, teacher_input
 
     data_cfg = replace(cfg.data, path=path, format="auto", categories=None, max_pairs=None)
     texts = cfg.data.task == "texts"
@@ -165,7 +165,7 @@ def _other_data(cfg: Config, student, path: str):
         eq, ea = list(other["question"]), list(other["answer"])
     eval_t = compute_targets(cfg.teachers, eq, ea, cfg.targets.store_dir, progress=cfg.logging.progress,
                              texts=texts)
-    x = token_inputs(cfg, eq)[0] if student.input_mode == "tokens" else eval_t.q[student.input_teacher]
+    x = token_inputs(cfg, eq)[0] if student.input_mode == "tokens" else teacher_input(eval_t.q, student.input_teachers)
     return x, eval_t, len(eq)
 
 
@@ -193,8 +193,9 @@ def cmd_predict(args) -> int:
         student = _student(run_dir)
         data = load_run_data(cfg, progress=False, mode="store", inputs=False)
         space = student.input_teacher
-        spec = next(t for t in cfg.teachers if t.name == space)
-        x = load_teacher(spec, device="cpu").encode([args.question], role="query")
+        specs = {t.name: t for t in cfg.teachers}
+        x = torch.cat([load_teacher(specs[n], device="cpu").encode([args.question], role="query")
+                       for n in student.input_teachers], dim=-1)  # the input teachers' embeddings, in order
         with torch.no_grad():
             pred = student(x)[space]
     # The answer bank is the training split's answers, searched in blocks (no N x N scores).

@@ -20,7 +20,7 @@ import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 
@@ -104,8 +104,9 @@ class StudentSection:
     # student's own token embedding over a teacher's tokenizer ("tokens", a standalone student).
     input: Literal["teacher", "tokens"] = "teacher"
     # The teacher whose question embedding (or tokenizer, for input=tokens) feeds the student;
-    # None = the first teacher.
-    input_teacher: Optional[str] = None
+    # None = the first teacher. input=teacher may list several: their question embeddings are
+    # concatenated in that order (the first is the default space, e.g. for eval.metric).
+    input_teacher: Union[str, list[str], None] = None
     # Width of the token embedding for input=tokens.
     token_dim: int = 128
     # input=tokens: where the token table starts: the input teacher's own token embeddings
@@ -121,8 +122,8 @@ class StudentSection:
     # input=tokens: start from an earlier run's exported student (runs/X/student or runs/X); the
     # shapes must match. null = start from token_init.
     init_from: Optional[str] = None
-    # Add the input back to the prediction in the input teacher's space, so an untrained
-    # student starts at the identity baseline.
+    # Add the input back to the prediction in the input teacher's space (each input teacher's
+    # own question embedding to its space), so an untrained student starts at the identity baseline.
     residual: bool = True
     # Give each head a linear path from the input too (a skip around the lattice).
     skip: bool = True
@@ -292,8 +293,17 @@ class Config:
     def run_dir(self) -> Path:
         return Path(self.run.output_dir) / self.run.name
 
+    def input_names(self) -> list[str]:
+        """The teachers whose question embeddings (concatenated in this order) the student reads;
+        for input=tokens, the one whose tokenizer it reads."""
+        it = self.student.input_teacher
+        if it is None:
+            return [self.teachers[0].name]
+        return [it] if isinstance(it, str) else list(it)
+
     def input_teacher(self) -> TeacherSpec:
-        name = self.student.input_teacher or self.teachers[0].name
+        """The (first) input teacher: the default space of metrics, tables and ``distill encode``."""
+        name = self.input_names()[0]
         return next(t for t in self.teachers if t.name == name)
 
 
@@ -425,8 +435,7 @@ def check_cross_section(cfg: Config, config_dir: Path | None) -> None:
         seen[t.name] = i
         check_teacher_source(t, join("teachers", i), config_dir)
     names = ", ".join(seen)
-    if cfg.student.input_teacher is not None and cfg.student.input_teacher not in seen:
-        raise ConfigError("student.input_teacher", f"'{cfg.student.input_teacher}' is not a teacher (teachers: {names})")
+    check_input_teachers(cfg, seen)
     for name in cfg.curriculum.teacher_ramp:
         if name not in seen:
             raise ConfigError(join("curriculum.teacher_ramp", name), f"not a teacher (teachers: {names})")
@@ -490,6 +499,26 @@ def teacher_dim(t: TeacherSpec) -> int | None:
     return None
 
 
+def check_input_teachers(cfg: Config, seen: dict[str, int]) -> None:
+    """student.input_teacher: teachers of this config, each once; several only for teacher input."""
+    it = cfg.student.input_teacher
+    if it is None:
+        return
+    key, names = "student.input_teacher", ", ".join(seen)
+    listed = [it] if isinstance(it, str) else it
+    if not listed:
+        raise ConfigError(key, f"an empty list; name a teacher, several, or null for the first (teachers: {names})")
+    for i, name in enumerate(listed):
+        where = key if isinstance(it, str) else join(key, i)
+        if name not in seen:
+            raise ConfigError(where, f"'{name}' is not a teacher (teachers: {names})")
+        if name in listed[:i]:
+            raise ConfigError(where, f"'{name}' is listed twice")
+    if len(listed) > 1 and cfg.student.input != "teacher":
+        raise ConfigError(key, f"several input teachers need student.input=teacher; input={cfg.student.input} "
+                               "reads one teacher's tokenizer")
+
+
 def check_input_face(cfg: Config) -> None:
     """The student's input must fit on the lattice's input face (known for a token input, or a
     teacher in a local directory): caught here, not after the teachers have run."""
@@ -498,8 +527,11 @@ def check_input_face(cfg: Config) -> None:
         # Tokens are written one per face cell (lattice/tokens.py): no vector has to fit the face.
         dim, what = 1, "token input"
     else:
-        t = cfg.input_teacher()
-        dim, what = teacher_dim(t), f"input teacher '{t.name}' embeds in {teacher_dim(t)} dimensions"
+        specs = {t.name: t for t in cfg.teachers}
+        dims = [teacher_dim(specs[n]) for n in cfg.input_names()]
+        dim = None if None in dims else sum(dims)
+        what = ", ".join(f"input teacher '{n}' embeds in {d}" for n, d in zip(cfg.input_names(), dims))
+        what += " dimensions" + (f" ({dim} in all)" if len(dims) > 1 else "")
     if dim is None:
         return
     try:  # the student sets input_dim to this width, whatever the config says

@@ -175,12 +175,14 @@ def evaluate_spaces(
     return out
 
 
-def format_table(results: dict[str, dict[str, dict[str, float]]], input_teacher: str | None = None) -> str:
-    """A plain-text table: one block per teacher space, predictors as rows, metrics as columns."""
+def format_table(results: dict[str, dict[str, dict[str, float]]], input_teacher: str | list[str] | None = None) -> str:
+    """A plain-text table: one block per teacher space, predictors as rows, metrics as columns;
+    ``input_teacher``: the space(s) whose question embedding the student reads, tagged."""
+    inputs = [input_teacher] if isinstance(input_teacher, str) else list(input_teacher or [])
     lines = []
     for name, rows in results.items():
         metrics = list(next(iter(rows.values())).keys())
-        tag = " (input teacher)" if name == input_teacher else ""
+        tag = " (input teacher)" if name in inputs else ""
         lines.append(f"teacher space: {name}{tag}")
         header = f"  {'predictor':<11}" + "".join(f"{m:>11}" for m in metrics)
         lines.append(header)

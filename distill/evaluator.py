@@ -3,7 +3,8 @@ student's metrics.
 
 Built once per split; ``evaluate(student)`` runs the student over the split's inputs and returns
 ``{teacher: {"student": metrics, "identity": ..., "ridge": ..., "ridge_input": ...}}`` (the shape of
-eval.json; ``ridge_input``: ridge from the input teacher's question embedding, other teachers only).
+eval.json; ``ridge_input``: ridge from what the student reads, the input teacher's question
+embedding or the input teachers' concatenated, where that is not the space's own question alone).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from distill.evaluate import evaluate_spaces, fit_ridge, format_table, retrieval_metrics
-from distill.targets import Targets
+from distill.targets import Targets, teacher_input
 
 
 @torch.no_grad()
@@ -38,7 +39,7 @@ class Evaluator:
 
     def __init__(self, x: torch.Tensor, split: Targets, train: Targets | None, ks: tuple[int, ...],
                  ridge_lambda: float, batch_size: int, baselines: bool = True,
-                 input_teacher: str | None = None):
+                 input_teacher: str | list[str] | None = None):
         self.x, self.split, self.ks, self.batch_size = x, split, tuple(ks), batch_size
         names = list(split.a)
         if not baselines:  # a text task: the "question" is the target itself, a baseline would be 1.0
@@ -48,16 +49,20 @@ class Evaluator:
                                          train.q if train is not None else None,
                                          train.a if train is not None else None,
                                          ks=self.ks, ridge_lambda=ridge_lambda)
-        # "ridge" reads each teacher's OWN question embedding, which the student never sees; the
+        # "ridge" reads each teacher's OWN question embedding, which the student may not see; the
         # fair linear rival reads what the student reads: ridge from the input teacher's question
-        # embedding ("ridge_input"). Only for the other teachers (in the input teacher's space the
-        # two are the same map) and only for teacher input (a token student has no such input).
+        # embedding, or the input teachers' concatenated ("ridge_input"). Only where that input is
+        # not the space's own question alone (there the two are the same map) and only for teacher
+        # input (a token student has no such input).
         if train is not None and input_teacher is not None:
+            inputs = [input_teacher] if isinstance(input_teacher, str) else list(input_teacher)
+            x_train = teacher_input(train.q, inputs).float()
+            x_split = teacher_input(split.q, inputs).double()
             for n in names:
-                if n == input_teacher:
+                if inputs == [n]:
                     continue
-                w, b = fit_ridge(train.q[input_teacher].float(), train.a[n].float(), ridge_lambda)
-                pred = (split.q[input_teacher].double() @ w + b).float()
+                w, b = fit_ridge(x_train, train.a[n].float(), ridge_lambda)
+                pred = (x_split @ w + b).float()
                 self.baselines[n]["ridge_input"] = retrieval_metrics(pred, split.a[n].float(), self.ks)
 
     def evaluate(self, student, device="cpu") -> dict:
@@ -75,7 +80,7 @@ def pick_metric(results: dict, name: str, input_teacher: str) -> float:
     return results[teacher or input_teacher]["student"][metric]
 
 
-def format_splits(results: dict[str, dict], pairs: dict[str, int], input_teacher: str) -> str:
+def format_splits(results: dict[str, dict], pairs: dict[str, int], input_teacher: str | list[str]) -> str:
     """The validation and test tables, each under a line naming its split."""
     why = {"validation": "the run's decisions read it", "test": "evaluated once, at the end; report this"}
     return "\n".join(f"== {name} split ({pairs[name]} pairs; {why.get(name, 'evaluated')}) ==\n"

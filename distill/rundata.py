@@ -19,7 +19,7 @@ import torch
 from distill.config import Config
 from distill.data import Split, load_pairs, normalise_question, split_indices
 from distill.schema import ConfigError
-from distill.targets import Targets, compute_targets
+from distill.targets import Targets, compute_targets, teacher_input
 
 ONLINE_STATS_SAMPLE = 1024  # training answers embedded at start for the standardisation statistics
 
@@ -53,17 +53,19 @@ class OnlineTargets:
     (its slice of the global batch), so ZeRO-3's collective forwards line up.
     """
 
-    def __init__(self, pool, questions: list[str], answers: list[str], input_teacher: str,
+    def __init__(self, pool, questions: list[str], answers: list[str], input_names: list[str],
                  token_ids: torch.Tensor | None = None):
         self.pool, self.questions, self.answers = pool, questions, answers
-        self.input_teacher, self.token_ids = input_teacher, token_ids
+        self.input_names, self.token_ids = input_names, token_ids
 
     def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         answers = self.pool.encode([self.answers[i] for i in idx], role="answer")
         if self.token_ids is not None:
             x = self.token_ids[torch.as_tensor(idx, dtype=torch.long)]
         else:
-            x = self.pool[self.input_teacher].encode([self.questions[i] for i in idx], role="query")
+            texts = [self.questions[i] for i in idx]
+            x = teacher_input({n: self.pool[n].encode(texts, role="query") for n in self.input_names},
+                              self.input_names)
         return x, answers
 
 
@@ -165,7 +167,7 @@ def load_run_data(cfg: Config, progress: bool = True, mode: str | None = None, i
 def _stored(cfg: Config, questions, answers, split: Split, token_ids, progress: bool):
     targets = compute_targets(cfg.teachers, questions, answers, cfg.targets.store_dir, device=pick_device(cfg),
                               progress=progress, texts=cfg.data.task == "texts")
-    inputs = token_ids if token_ids is not None else targets.q[cfg.input_teacher().name]
+    inputs = token_ids if token_ids is not None else teacher_input(targets.q, cfg.input_names())
     train_t = targets.select(split.train)
     evals = {name: EvalSplit(idx, targets.select(idx), inputs[torch.as_tensor(idx)])
              for name, idx in (("validation", split.validation), ("test", split.test))}
@@ -176,16 +178,16 @@ def _online(cfg: Config, questions, answers, split: Split, token_ids, progress: 
     from teachers import TeacherPool
 
     pool = TeacherPool(cfg.teachers, device=pick_device(cfg))
-    input_name = cfg.input_teacher().name
+    input_names = cfg.input_names()
     evals = {}
     for name, idx in (("validation", split.validation), ("test", split.test)):
         t = Targets(pool.encode([questions[i] for i in idx], role="query", split=True, progress=progress),
                     pool.encode([answers[i] for i in idx], role="answer", split=True, progress=progress))
-        x = token_ids[torch.as_tensor(idx)] if token_ids is not None else t.q[input_name]
+        x = token_ids[torch.as_tensor(idx)] if token_ids is not None else teacher_input(t.q, input_names)
         evals[name] = EvalSplit(idx, t, x)
     train_q, train_a = [questions[i] for i in split.train], [answers[i] for i in split.train]
     sample = np.random.default_rng(cfg.run.seed).permutation(len(split.train))[:ONLINE_STATS_SAMPLE]
     stats_answers = pool.encode([train_a[i] for i in sample], role="answer", split=True)
-    source = OnlineTargets(pool, train_q, train_a, input_name,
+    source = OnlineTargets(pool, train_q, train_a, input_names,
                            token_ids[torch.as_tensor(split.train)] if token_ids is not None else None)
     return None, evals, stats_answers, source

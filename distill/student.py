@@ -6,10 +6,12 @@ With ``skip: true`` each head also gets a linear map of the input itself (``skip
 teacher space has at least a linear (ridge-like) path from the question and the lattice learns
 the non-linear rest.
 
-The input is a teacher's question embedding (``input: teacher``). A token-input student
-(``input: tokens``, standalone: no teacher at query time) is :mod:`distill.token_student`. With ``residual: true`` the question embedding is
-added to the prediction in the input teacher's space and that head starts at zero, so the
-untrained student *is* the identity baseline and training can only move it from there.
+The input is a teacher's question embedding (``input: teacher``), or several teachers'
+concatenated (``input_teacher: [a, b]``). A token-input student (``input: tokens``, standalone: no
+teacher at query time) is :mod:`distill.token_student`. With ``residual: true`` each input
+teacher's question embedding is added to the prediction in its own space and that head starts at
+zero, so the untrained student *is* the identity baseline there and training can only move it
+from there.
 """
 
 from __future__ import annotations
@@ -43,11 +45,12 @@ class Head(nn.Module):
 
 
 class TeacherInput(nn.Module):
-    """input: teacher -- x is the input teacher's question embedding (B, d_teacher), used as is."""
+    """input: teacher -- x is the input teacher's question embedding (B, d_teacher), or several
+    input teachers' concatenated in order (B, sum of their widths), used as is."""
 
     def __init__(self, student: Student):
         super().__init__()
-        self.dim = student.teacher_dims[student.input_teacher]
+        self.dim = sum(student.teacher_dims[n] for n in student.input_teachers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -57,14 +60,17 @@ class TeacherInput(nn.Module):
 INPUT_ADAPTERS: dict[str, type[nn.Module]] = {"teacher": TeacherInput}
 
 
-def section_config(section, input_teacher: str) -> dict:
+def section_config(section, input_teacher: str | list[str]) -> dict:
     """The student's fields from the config's ``student`` section (a ``StudentSection``), as the
     student records them: residual applies to teacher input only; the lattice without the sizes
-    only the data fixes. This is also what a resume must match, as far as the config tells."""
+    only the data fixes. This is also what a resume must match, as far as the config tells.
+    ``input_teacher``: a name, or several (teacher input only; a one-name list is that name)."""
+    names = [input_teacher] if isinstance(input_teacher, str) else list(input_teacher)
+    input_teacher = names[0] if len(names) == 1 else names
     if section.input == "tokens":
         from distill import token_student
 
-        return token_student.section_config(section, input_teacher)
+        return token_student.section_config(section, names[0])
     lattice = section.lattice.to_dict()
     lattice.pop("input_dim", None)
     lattice.pop("output_dim", None)
@@ -78,7 +84,9 @@ class Student(nn.Module):
 
     Args:
         teacher_dims: {teacher name: embedding dimension}, in config order.
-        input_teacher: the teacher whose question embedding (or tokenizer) is the input.
+        input_teacher: the teacher whose question embedding (or tokenizer) is the input; for
+            input_mode "teacher" also a list of teachers whose question embeddings are
+            concatenated in that order (``input_teachers``; ``input_teacher`` is the first).
         input_mode: "teacher" (x: (B, d_input) float) or "tokens" (x: (B, L) token ids, pad_id padded).
         lattice: the lattice config; input_dim/output_dim are filled in here.
 
@@ -89,7 +97,7 @@ class Student(nn.Module):
     def __init__(
         self,
         teacher_dims: dict[str, int],
-        input_teacher: str,
+        input_teacher: str | list[str],
         lattice: LatticeConfig,
         input_mode: str = "teacher",
         residual: bool = True,
@@ -101,8 +109,13 @@ class Student(nn.Module):
     ):
         super().__init__()
         self.teacher_dims = dict(teacher_dims)
-        self.input_teacher = input_teacher
+        self.input_teachers = [input_teacher] if isinstance(input_teacher, str) else list(input_teacher)
+        self.input_teacher = self.input_teachers[0]
         self.input_mode = input_mode
+        if len(self.input_teachers) > 1 and input_mode != "teacher":
+            raise ValueError(f"input_teacher: several input teachers need input mode 'teacher', not {input_mode!r}")
+        if unknown := [n for n in self.input_teachers if n not in self.teacher_dims]:
+            raise ValueError(f"input_teacher: {unknown} not among the teachers {list(self.teacher_dims)}")
         self.residual = residual and input_mode == "teacher"
         self.skip = skip
         self.head_hidden = head_hidden
@@ -118,7 +131,7 @@ class Student(nn.Module):
         self.lattice = Lattice3D(self.lattice_config)
         self.heads = nn.ModuleDict(
             {
-                name: Head(d_lat, d, head_hidden, zero_init=self.residual and name == input_teacher)
+                name: Head(d_lat, d, head_hidden, zero_init=self.residual and name in self.input_teachers)
                 for name, d in teacher_dims.items()
             }
         )
@@ -127,7 +140,7 @@ class Student(nn.Module):
             self.skips = nn.ModuleDict({name: Head(d_in, d, 0, zero_init=True) for name, d in teacher_dims.items()})
 
     @classmethod
-    def from_section(cls, section, teacher_dims: dict[str, int], input_teacher: str, vocab_size: int = 0,
+    def from_section(cls, section, teacher_dims: dict[str, int], input_teacher: str | list[str], vocab_size: int = 0,
                      pad_id: int = 0) -> Student:
         """Build from the config's ``student`` section (a ``StudentSection``) plus what only the
         data knows: the teachers' dimensions and, for token input, the tokenizer's size and pad id."""
@@ -142,7 +155,8 @@ class Student(nn.Module):
         last layer, so the untrained student predicts exactly the same-input ridge baseline.
 
         train_x: (N, d_in) the training split's student inputs; train_a: {teacher: (N, d_k)} its
-        answers. The residual input teacher's skip gets W - I, since the input is added back.
+        answers. A residual input teacher's skip gets W minus the identity on that teacher's slice
+        of the input, since its question embedding is added back.
         ``freeze``: the skips keep the ridge map (no gradients); the lattice and heads still train.
         """
         from distill.evaluate import fit_ridge  # the same solver as the evaluator's baseline
@@ -153,12 +167,18 @@ class Student(nn.Module):
             nn.init.zeros_(head.net[-1].weight)
             nn.init.zeros_(head.net[-1].bias)
             w, b = fit_ridge(train_x.float(), train_a[name].float(), lam)  # (d_in, d_k), (d_k,)
-            if self.residual and name == self.input_teacher:
-                w = w - torch.eye(w.shape[0], dtype=w.dtype)
+            if self.residual and name in self.input_teachers:
+                lo = self._input_offset(name)
+                w[lo:lo + w.shape[1]] -= torch.eye(w.shape[1], dtype=w.dtype)
             lin = self.skips[name].net[-1]
             lin.weight.copy_(w.T.to(lin.weight.dtype))
             lin.bias.copy_(b.to(lin.bias.dtype))
         self.skips.requires_grad_(not freeze)
+
+    def _input_offset(self, name: str) -> int:
+        """Where input teacher ``name``'s question embedding starts in the (concatenated) input."""
+        names = self.input_teachers
+        return sum(self.teacher_dims[n] for n in names[:names.index(name)])
 
     def encode_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.adapter(x)
@@ -171,7 +191,9 @@ class Student(nn.Module):
         if self.skip:
             out = {name: y + self.skips[name](h) for name, y in out.items()}
         if self.residual:
-            out[self.input_teacher] = out[self.input_teacher] + x.to(out[self.input_teacher].dtype)
+            for name in self.input_teachers:
+                lo = self._input_offset(name)
+                out[name] = out[name] + x[:, lo:lo + self.teacher_dims[name]].to(out[name].dtype)
         return out
 
     @torch.no_grad()
@@ -195,7 +217,7 @@ class Student(nn.Module):
         dimensions, the tokenizer facts and the built lattice's full config."""
         return {
             "teacher_dims": self.teacher_dims,
-            "input_teacher": self.input_teacher,
+            "input_teacher": self.input_teacher if len(self.input_teachers) == 1 else self.input_teachers,
             "input_mode": self.input_mode,
             "residual": self.residual,
             "skip": self.skip,

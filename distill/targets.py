@@ -30,6 +30,12 @@ class Targets:
         return {k: v.shape[1] for k, v in self.q.items()}
 
 
+def teacher_input(q: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
+    """A teacher-input student's input: the named teachers' question embeddings, concatenated in
+    order along the last dimension ((N, sum of their widths); one teacher: its own tensor)."""
+    return q[names[0]] if len(names) == 1 else torch.cat([q[n] for n in names], dim=-1)
+
+
 def compute_targets(teachers, questions: list[str], answers: list[str], store_dir: str,
                     device: str = "cpu", progress: bool = True, texts: bool = False) -> Targets:
     """Embed questions (query role) and answers (answer role) with every teacher, via the store.

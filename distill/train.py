@@ -43,6 +43,7 @@ from distill.rundata import RunData, TargetSource, load_run_data, pick_device
 from distill.schema import ConfigError
 from distill.state import EvalPolicy, TrainState, lr_factor
 from distill.student import Student
+from distill.targets import teacher_input
 
 logger = logging.getLogger(__name__)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: pre-empted after a clean checkpoint; requeue and --resume
@@ -89,7 +90,7 @@ def default_student(r: Recipe) -> Student:
 
         return build_token_student(r.cfg, r.data.dims, r.data.vocab_size)
     try:
-        student = Student.from_section(r.cfg.student, r.data.dims, r.cfg.input_teacher().name,
+        student = Student.from_section(r.cfg.student, r.data.dims, r.cfg.input_names(),
                                        r.data.vocab_size, r.data.pad_id)
     except ValueError as err:  # a shape only known once the teachers' widths are (e.g. a hub teacher)
         raise ConfigError("student.lattice", str(err)) from None
@@ -98,7 +99,7 @@ def default_student(r: Recipe) -> Student:
     # far below ridge and cosine + InfoNCE never climbs back to it within the run's steps.
     if s.skip_init != "zero" and s.skip and s.input == "teacher" and r.data.train is not None:
         train = r.data.train
-        student.init_skips_from_ridge(train.q[student.input_teacher], train.a, r.cfg.eval.ridge_lambda,
+        student.init_skips_from_ridge(teacher_input(train.q, student.input_teachers), train.a, r.cfg.eval.ridge_lambda,
                                       freeze=s.skip_init == "ridge_frozen")
     return student
 
@@ -156,7 +157,7 @@ class Recipe:
                                  cfg.train.early_stopping_patience)
         ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size, cfg.data.task == "pairs")
         # Every decision reads the validation split; the test split is evaluated once, at the end.
-        it = cfg.input_teacher().name if cfg.student.input == "teacher" else None
+        it = cfg.input_names() if cfg.student.input == "teacher" else None
         self.evaluator = Evaluator(data.validation.x, data.validation.targets, data.train, *ev, input_teacher=it)
         self.test_evaluator = Evaluator(data.test.x, data.test.targets, data.train, *ev, input_teacher=it)
         self.checkpointer = components.checkpointer(self)
@@ -314,7 +315,7 @@ class Recipe:
                        "best_step": s.best_step, "best_metric": s.best_metric, "best_split": "validation",
                        "nonfinite_steps": s.nonfinite_total}
             ckpt.write_json_atomic(cfg.run_dir / "eval.json", payload)
-            print(format_splits({"validation": validation, "test": test}, pairs, cfg.input_teacher().name),
+            print(format_splits({"validation": validation, "test": test}, pairs, cfg.input_names()),
                   flush=True)
             self.monitor.log_projector(s.step, self.unwrapped, self.device)  # the last evaluation's student
             self.monitor.log_hparams(validation, test)

@@ -1,12 +1,13 @@
 """Does a second teacher help? Students distilled from MiniLM alone, SmolLM2 alone, and both.
 
-Every variant is the demo (``configs/default.yaml``: MiniLM + SmolLM2, the student reads the
-MiniLM question embedding) trained through the real recipe (``distill.train``), same steps, same
-batch, 3 seeds each. "alone" sets the other teacher's loss weight to 0, so the architecture, the
-input, the initialisation and the evaluation are identical and only the training signal differs
-(an unweighted teacher's head is never trained: its space shows the untrained student, i.e. the
-identity start in MiniLM's space and a random head in SmolLM2's; compare those spaces only
-between the students that trained them).
+Every variant is the demo (``configs/default.yaml``: MiniLM + SmolLM2, the student reads both
+question embeddings; ``--inputs minilm`` the MiniLM one only, as the demo did before) trained
+through the real recipe (``distill.train``), same steps, same batch, 3 seeds each. "alone" sets
+the other teacher's loss weight to 0, so the architecture, the input, the initialisation and the
+evaluation are identical and only the training signal differs (an unweighted teacher's head is
+never trained: its space shows the untrained student, i.e. the identity start in an input
+teacher's space and a random head in another's; compare those spaces only between the students
+that trained them).
 
 Loss variants (issue #11 item 6, PHI-S / teacher dropping): ``--norms center`` adds the three
 students again with ``loss.target_norm=center`` (every term in the per-teacher centred space),
@@ -15,15 +16,20 @@ final step's, as eval.json holds them) are recorded beside the test split's, for
 
 Reported (mean ± 95% Student-t interval over the seeds, bench/stats.py):
 - each teacher space's Dolly TEST-split metrics (eval.json's ``test``; evaluated once, at the
-  end), beside the identity / ridge (own question) / ridge_input (MiniLM question) baselines;
+  end), beside the identity / ridge (own question) / ridge_input (what the student reads) baselines;
 - downstream: Spearman between the STS gold score and the cosine of the student's shared
   representation (the lattice readout ``z``, before any head) of the two sentences, on a fixed
-  random sample of ``../shared/data/sts_2012_2015.jsonl``; the MiniLM input embedding's own
-  Spearman is the baseline (the lattice starts from it).
+  random sample of ``../shared/data/sts_2012_2015.jsonl``; each input teacher's own embedding's
+  Spearman is the baseline (the lattice starts from them).
+
+``--inputs minilm minilm,smollm2`` runs every variant once per student input and pairs each with
+the same variant reading the first input.
 
     python bench/multi_teacher.py                   # from the repository root
     python bench/multi_teacher.py --seeds 0 1 2 --sts-pairs 2000 --set loss.standardize=true
-    python bench/multi_teacher.py --norms none center --drops 0.5 --out bench/results/multi_teacher_norm.json
+    python bench/multi_teacher.py --inputs minilm --norms none center --drops 0.5 --out bench/results/multi_teacher_norm.json
+    python bench/multi_teacher.py --variants "both (demo weights)" --norms none center \
+        --inputs minilm minilm,smollm2 --out bench/results/multi_teacher_inputs.json
     python bench/multi_teacher.py --mean-baseline   # cosine of predicting the training answers' mean
 
 Paired differences (same seeds) are printed and stored per space: each "both" variant against

@@ -43,7 +43,9 @@ def train_variant(out_dir: Path, name: str, components: Components) -> dict:
         f"run.output_dir={out_dir}", f"run.name={name}", "curriculum.difficulty=none", "curriculum.pacing=none",
         "logging.tensorboard=false", "logging.progress=false", f"train.eval_every={base.train.max_steps}",
         f"train.save_every={base.train.max_steps}", f"targets.store_dir={ROOT / base.targets.store_dir}"])
+    # the first input teacher alone, reading its own question (the demo may read several)
     cfg.teachers = [cfg.input_teacher()]
+    cfg.student.input_teacher = cfg.teachers[0].name
     t0 = time.perf_counter()
     r = build_recipe(cfg, components=components)
     assert run(r, lambda: False) == 0

@@ -99,6 +99,30 @@ class DataSection:
 
 
 @dataclass
+class KernelSkipSection:
+    # Teachers whose skip is a random-feature kernel ridge map instead of the linear one: fitted in
+    # closed form on the training split (store mode), frozen, reading that teacher's own question
+    # embedding when it is an input teacher (else the whole input); that space's head starts at
+    # zero and it gets no residual, so the untrained student there IS random-feature kernel ridge.
+    # [] = none. For an anisotropic space (SmolLM2's last token) where the mean cosine rewards
+    # E[answer | question] (README "Why no student reaches ridge's cosine").
+    teachers: list[str] = field(default_factory=list)
+    # Random Fourier features of the RBF kernel exp(-gamma |x - x'|^2) on the L2-normalised input.
+    features: int = 8192
+    gamma: float = 2.0
+    # Ridge regulariser of the closed-form fit (on the features).
+    ridge_lambda: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.features < 1:
+            raise ValueError(f"features: must be >= 1, got {self.features!r}")
+        if self.gamma <= 0:
+            raise ValueError(f"gamma: must be > 0, got {self.gamma!r}")
+        if self.ridge_lambda <= 0:
+            raise ValueError(f"ridge_lambda: must be > 0, got {self.ridge_lambda!r}")
+
+
+@dataclass
 class StudentSection:
     # Where the student's input comes from: a teacher's question embedding ("teacher"), or the
     # student's own token embedding over a teacher's tokenizer ("tokens", a standalone student).
@@ -134,6 +158,8 @@ class StudentSection:
     # "ridge_frozen": ridge, and the skips are not trained (AdamW's per-weight steps of ~lr scramble
     # a d x d closed-form map within a few hundred steps; the lattice and heads learn the rest).
     skip_init: Literal["zero", "ridge", "ridge_frozen"] = "zero"
+    # Random-feature kernel ridge skips for the listed teachers (see KernelSkipSection).
+    kernel_skip: KernelSkipSection = field(default_factory=KernelSkipSection)
     # Hidden width of each teacher's head (0 = a single linear layer).
     head_hidden: int = 0
     lattice: LatticeConfig = field(default_factory=LatticeConfig)
@@ -436,6 +462,7 @@ def check_cross_section(cfg: Config, config_dir: Path | None) -> None:
         check_teacher_source(t, join("teachers", i), config_dir)
     names = ", ".join(seen)
     check_input_teachers(cfg, seen)
+    check_kernel_skip(cfg, seen)
     for name in cfg.curriculum.teacher_ramp:
         if name not in seen:
             raise ConfigError(join("curriculum.teacher_ramp", name), f"not a teacher (teachers: {names})")
@@ -517,6 +544,23 @@ def check_input_teachers(cfg: Config, seen: dict[str, int]) -> None:
     if len(listed) > 1 and cfg.student.input != "teacher":
         raise ConfigError(key, f"several input teachers need student.input=teacher; input={cfg.student.input} "
                                "reads one teacher's tokenizer")
+
+
+def check_kernel_skip(cfg: Config, seen: dict[str, int]) -> None:
+    """student.kernel_skip.teachers: teachers of this config, each once; needs a teacher-input
+    student with skips and stored targets (the map is fitted on the training split)."""
+    ks, key = cfg.student.kernel_skip, "student.kernel_skip.teachers"
+    for i, name in enumerate(ks.teachers):
+        if name not in seen:
+            raise ConfigError(join(key, i), f"'{name}' is not a teacher (teachers: {', '.join(seen)})")
+        if name in ks.teachers[:i]:
+            raise ConfigError(join(key, i), f"'{name}' is listed twice")
+    if not ks.teachers:
+        return
+    if cfg.student.input != "teacher" or not cfg.student.skip:
+        raise ConfigError(key, "a kernel skip needs student.input=teacher and student.skip=true")
+    if cfg.targets.mode != "store":
+        raise ConfigError(key, "a kernel skip is fitted on the stored training targets; set targets.mode=store")
 
 
 def check_input_face(cfg: Config) -> None:

@@ -74,9 +74,40 @@ def section_config(section, input_teacher: str | list[str]) -> dict:
     lattice = section.lattice.to_dict()
     lattice.pop("input_dim", None)
     lattice.pop("output_dim", None)
+    ks = section.kernel_skip
+    # Recorded only when used, so runs from before kernel skips resume unchanged.
+    kernel = {"kernel_skip": {"teachers": list(ks.teachers), "features": ks.features, "gamma": ks.gamma}} \
+        if ks.teachers else {}
     return {"input_teacher": input_teacher, "input_mode": section.input,
             "residual": section.residual and section.input == "teacher", "skip": section.skip,
-            "head_hidden": section.head_hidden, "token_dim": section.token_dim, "lattice": lattice}
+            "head_hidden": section.head_hidden, "token_dim": section.token_dim, "lattice": lattice, **kernel}
+
+
+class KernelSkip(nn.Module):
+    """A frozen random-feature kernel ridge map from a slice of the input to one teacher space.
+
+    phi(x) = sqrt(2 / D) cos(normalize(x[lo:hi]) @ W + b), W ~ N(0, 2 gamma), b ~ U(0, 2 pi): random
+    Fourier features of the RBF kernel exp(-gamma |x - x'|^2) (Rahimi & Recht 2007); the readout
+    is fitted in closed form (:meth:`Student.init_kernel_skips`). W and b are buffers drawn from
+    the torch RNG at construction (seeded by run.seed), saved with the student; nothing here trains.
+    """
+
+    def __init__(self, lo: int, hi: int, d_out: int, features: int, gamma: float):
+        super().__init__()
+        self.lo, self.hi = lo, hi
+        self.register_buffer("w", torch.randn(hi - lo, features) * (2.0 * gamma) ** 0.5)
+        self.register_buffer("b", torch.rand(features) * 2.0 * torch.pi)
+        self.readout = nn.Linear(features, d_out)
+        nn.init.zeros_(self.readout.weight)
+        nn.init.zeros_(self.readout.bias)
+        self.readout.requires_grad_(False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.normalize(x[:, self.lo:self.hi].float(), dim=-1)
+        return (2.0 / self.w.shape[1]) ** 0.5 * torch.cos(x @ self.w + self.b)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.features(x))
 
 
 class Student(nn.Module):
@@ -106,6 +137,7 @@ class Student(nn.Module):
         vocab_size: int = 0,
         token_dim: int = 128,
         pad_id: int = 0,
+        kernel_skip: dict | None = None,
     ):
         super().__init__()
         self.teacher_dims = dict(teacher_dims)
@@ -129,15 +161,30 @@ class Student(nn.Module):
         d_lat = lattice.output_dim or d_in
         self.lattice_config = replace(lattice, input_dim=d_in, output_dim=d_lat)
         self.lattice = Lattice3D(self.lattice_config)
+        self.kernel_skip = dict(kernel_skip) if kernel_skip else None
+        kernel_names = list(self.kernel_skip["teachers"]) if self.kernel_skip else []
+        if unknown := [n for n in kernel_names if n not in self.teacher_dims]:
+            raise ValueError(f"kernel_skip: {unknown} not among the teachers {list(self.teacher_dims)}")
+        if kernel_names and not (skip and input_mode == "teacher"):
+            raise ValueError("kernel_skip: needs skip=True and input mode 'teacher'")
+        # A kernel-skip space gets no residual: its skip predicts the answer itself.
+        self.residual_spaces = [n for n in self.input_teachers if self.residual and n not in kernel_names]
         self.heads = nn.ModuleDict(
             {
-                name: Head(d_lat, d, head_hidden, zero_init=self.residual and name in self.input_teachers)
+                name: Head(d_lat, d, head_hidden, zero_init=name in self.residual_spaces or name in kernel_names)
                 for name, d in teacher_dims.items()
             }
         )
         if skip:
             # Zero-initialised so the untrained residual student is exactly the identity baseline.
-            self.skips = nn.ModuleDict({name: Head(d_in, d, 0, zero_init=True) for name, d in teacher_dims.items()})
+            self.skips = nn.ModuleDict({name: Head(d_in, d, 0, zero_init=True) for name, d in teacher_dims.items()
+                                        if name not in kernel_names})
+        self.kernel_skips = nn.ModuleDict()
+        for name in kernel_names:  # own question if it is an input, else the whole input
+            lo, hi = ((self._input_offset(name), self._input_offset(name) + teacher_dims[name])
+                      if name in self.input_teachers else (0, d_in))
+            self.kernel_skips[name] = KernelSkip(lo, hi, teacher_dims[name], self.kernel_skip["features"],
+                                                 self.kernel_skip["gamma"])
 
     @classmethod
     def from_section(cls, section, teacher_dims: dict[str, int], input_teacher: str | list[str], vocab_size: int = 0,
@@ -164,16 +211,46 @@ class Student(nn.Module):
         if not self.skip or self.input_mode != "teacher":
             raise ValueError("skip_init: ridge needs skip: true and input: teacher")
         for name, head in self.heads.items():
+            if name in self.kernel_skips:  # fitted by init_kernel_skips
+                continue
             nn.init.zeros_(head.net[-1].weight)
             nn.init.zeros_(head.net[-1].bias)
             w, b = fit_ridge(train_x.float(), train_a[name].float(), lam)  # (d_in, d_k), (d_k,)
-            if self.residual and name in self.input_teachers:
+            if name in self.residual_spaces:
                 lo = self._input_offset(name)
                 w[lo:lo + w.shape[1]] -= torch.eye(w.shape[1], dtype=w.dtype)
             lin = self.skips[name].net[-1]
             lin.weight.copy_(w.T.to(lin.weight.dtype))
             lin.bias.copy_(b.to(lin.bias.dtype))
         self.skips.requires_grad_(not freeze)
+
+    @torch.no_grad()
+    def init_kernel_skips(self, train_x: torch.Tensor, train_a: dict[str, torch.Tensor], lam: float) -> None:
+        """Fit every kernel skip's readout in closed form: ridge (bias not penalised) from the
+        random features of the training inputs to that teacher's training answers, solved in the
+        dual (an N x N system) when there are fewer pairs than features. The head of that space
+        is zeroed, so the untrained student predicts exactly this map there.
+
+        train_x: (N, d_in) the training split's student inputs; train_a: {teacher: (N, d_k)}.
+        """
+        from distill.evaluate import fit_ridge
+
+        for name, ks in self.kernel_skips.items():
+            head = self.heads[name]
+            nn.init.zeros_(head.net[-1].weight)
+            nn.init.zeros_(head.net[-1].bias)
+            phi = torch.cat([ks.features(train_x[i:i + 4096]) for i in range(0, len(train_x), 4096)]).double()
+            y = train_a[name].double()
+            if len(phi) < phi.shape[1]:  # dual: w = Phi_c^T (Phi_c Phi_c^T + lam I)^-1 Y_c
+                pm, ym = phi.mean(0), y.mean(0)
+                pc = phi - pm
+                alpha = torch.linalg.solve(pc @ pc.T + lam * torch.eye(len(pc), dtype=pc.dtype), y - ym)
+                w = pc.T @ alpha
+                b = ym - pm @ w
+            else:
+                w, b = fit_ridge(phi, y, lam)
+            ks.readout.weight.copy_(w.T.to(ks.readout.weight.dtype))
+            ks.readout.bias.copy_(b.to(ks.readout.bias.dtype))
 
     def _input_offset(self, name: str) -> int:
         """Where input teacher ``name``'s question embedding starts in the (concatenated) input."""
@@ -189,9 +266,10 @@ class Student(nn.Module):
         z = self.lattice(h, steps=steps)
         out = {name: head(z) for name, head in self.heads.items()}
         if self.skip:
-            out = {name: y + self.skips[name](h) for name, y in out.items()}
+            out = {name: y + (self.kernel_skips[name](h) if name in self.kernel_skips else self.skips[name](h))
+                   for name, y in out.items()}
         if self.residual:
-            for name in self.input_teachers:
+            for name in self.residual_spaces:
                 lo = self._input_offset(name)
                 out[name] = out[name] + x[:, lo:lo + self.teacher_dims[name]].to(out[name].dtype)
         return out
@@ -226,6 +304,7 @@ class Student(nn.Module):
             "token_dim": self.token_dim,
             "pad_id": self.pad_id,
             "lattice": self.lattice_config.to_dict(),
+            **({"kernel_skip": self.kernel_skip} if self.kernel_skip else {}),
         }
 
     def save_pretrained(self, path: str | Path) -> None:

@@ -101,6 +101,10 @@ def default_student(r: Recipe) -> Student:
         train = r.data.train
         student.init_skips_from_ridge(teacher_input(train.q, student.input_teachers), train.a, r.cfg.eval.ridge_lambda,
                                       freeze=s.skip_init == "ridge_frozen")
+    if student.kernel_skips and r.data.train is not None:  # (config validation: store mode only)
+        train = r.data.train
+        student.init_kernel_skips(teacher_input(train.q, student.input_teachers), train.a,
+                                  s.kernel_skip.ridge_lambda)
     return student
 
 

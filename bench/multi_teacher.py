@@ -90,9 +90,10 @@ def variant_list(weights: list[str], norms: list[str], drops: list[float],
         for norm in norms:
             for w in weights:
                 label = (w if norm == "none" else f"{w}, target_norm={norm}") + tag
-                out[label] = (w, [*over, *([] if norm == "none" else [f"loss.target_norm={norm}"])])
+                # always set: the config's own target_norm need not be none
+                out[label] = (w, [*over, f"loss.target_norm={norm}"])
         for p in drops:
-            out[f"{BOTH}, teacher_drop={p}{tag}"] = (BOTH, [*over, f"loss.teacher_drop={p}"])
+            out[f"{BOTH}, teacher_drop={p}{tag}"] = (BOTH, [*over, "loss.target_norm=none", f"loss.teacher_drop={p}"])
     return out
 
 
@@ -231,7 +232,8 @@ def main() -> int:
     ap.add_argument("--sts-pairs", type=int, default=2000)
     ap.add_argument("--set", nargs="*", default=[], help="extra config overrides for every variant")
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), help="weights variants")
-    ap.add_argument("--norms", nargs="*", default=["none"], help="loss.target_norm values to run each variant with")
+    ap.add_argument("--norms", nargs="*", default=None,
+                    help="loss.target_norm values to run each variant with (default: the config's)")
     ap.add_argument("--drops", type=float, nargs="*", default=[], help="loss.teacher_drop values to run 'both' with")
     ap.add_argument("--inputs", nargs="*", default=None,
                     help="student inputs to run every variant with, each comma-joined teacher names "
@@ -246,7 +248,7 @@ def main() -> int:
         for split, row in mean_answer_baseline(cfg).items():
             print(f"{split}: " + ", ".join(f"{n} {v:.4f}" for n, v in row.items()))
         return 0
-    variants = variant_list(args.variants, args.norms, args.drops, args.inputs)
+    variants = variant_list(args.variants, args.norms or [cfg.loss.target_norm], args.drops, args.inputs)
     needed = list(dict.fromkeys(n for spec in (args.inputs or [",".join(cfg.input_names())]) for n in spec.split(",")))
     sts = sts_inputs(cfg, args.sts_pairs, needed)
     runs: dict[str, list[dict]] = {v: [] for v in variants}

@@ -18,7 +18,8 @@ Every choice (lambda, gamma, epoch) is made on the VALIDATION split by cosine; t
 reported, beside the constant mean-answer prediction. "beats ridge" = test cosine and recall@1 both
 >= the evaluator's ridge (own question, lambda 1), to 1e-6. Inputs are L2-normalised question embeddings.
 
-    python bench/ridge_ceiling.py            # ~3 min on 2 cores; table + bench/results/ridge_ceiling.json
+    python bench/ridge_ceiling.py               # ~4 min on 2 cores; table + bench/results/ridge_ceiling.json
+    python bench/ridge_ceiling.py --kernel-grid # the demo kernel skip's gamma / lambda: bench/results/kernel_skip_grid.json
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from distill.evaluate import fit_ridge, retrieval_metrics  # noqa: E402
 from distill.rundata import load_run_data  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "ridge_ceiling.json"
+GRID_OUT = ROOT / "bench" / "results" / "kernel_skip_grid.json"
 LAMBDAS = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 GAMMAS = (0.5, 1.0, 2.0, 4.0)
 KRR_LAMBDAS = (0.1, 0.3, 1.0, 3.0)
@@ -126,15 +128,58 @@ def pick(ys: dict, preds_by_choice: dict) -> tuple:
     return choice, preds_by_choice[choice]
 
 
+def kernel_grid(cfg, splits: dict, seeds: list[int], out: Path) -> None:
+    """``--kernel-grid``: the kernel skip's (gamma, ridge_lambda) for each kernel-skip teacher of the
+    config: random features of that teacher's own question, every seed's features, validation
+    and test; chosen = the best mean validation R@1 among the settings whose mean validation
+    cosine and R@1 both beat the evaluator's ridge (lambda 1) there."""
+    features = cfg.student.kernel_skip.features
+    result: dict = {"features": features, "seeds": seeds, "rule": kernel_grid.__doc__.split("chosen = ")[1].strip(),
+                    "spaces": {}}
+    for space in cfg.student.kernel_skip.teachers:
+        ys = {s: t.a[space].double() for s, t in splits.items()}
+        xs = {s: inputs(t, [space]) for s, t in splits.items()}
+        own = {s: t.q[space].double() for s, t in splits.items()}
+        ref = {s: _metrics(p, ys[s]) for s, p in ridge(own, ys, 1.0).items()}
+        rows = {}
+        for g in (0.5, 1.0, 2.0):
+            for lam in (0.1, 0.3, 1.0):
+                runs = [rff(xs, ys, g, lam, features, seed) for seed in seeds]
+                row = {s: {m: summarize([_metrics(r[s], ys[s])[m] for r in runs]).mean for m in ("cosine", "recall@1")}
+                       for s in ("validation", "test")}
+                row["beats_ridge_on_validation"] = all(row["validation"][m] >= ref["validation"][m]
+                                                       for m in ("cosine", "recall@1"))
+                rows[f"gamma {g} lambda {lam}"] = row
+        ok = [k for k, r in rows.items() if r["beats_ridge_on_validation"]]
+        chosen = max(ok, key=lambda k: rows[k]["validation"]["recall@1"]) if ok else None
+        result["spaces"][space] = {"ridge": ref, "grid": rows, "chosen": chosen}
+        print(f"\nkernel skip grid, teacher space {space} ({features} features, seeds {seeds}; mean cosine / R@1)")
+        print(f"  {'setting':<22}{'validation':>18}{'test':>18}  beats ridge on validation")
+        for k, r in [("ridge (lambda 1)", {**ref, "beats_ridge_on_validation": None}), *rows.items()]:
+            v, t = r["validation"], r["test"]
+            mark = "" if r["beats_ridge_on_validation"] is None else ("yes" if r["beats_ridge_on_validation"] else "no")
+            mark += "  <- chosen" if k == chosen else ""
+            print(f"  {k:<22}{v['cosine']:>10.4f} / {v['recall@1']:.3f}{t['cosine']:>10.4f} / {t['recall@1']:.3f}  {mark}")
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"\nwrote {out}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="MLP seeds")
-    ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--out", default=None, help=f"default: {OUT.relative_to(ROOT)} ({GRID_OUT.relative_to(ROOT)} "
+                                               "with --kernel-grid)")
+    ap.add_argument("--kernel-grid", action="store_true",
+                    help="only the kernel skip's (gamma, ridge_lambda) grid for the config's kernel-skip teachers")
     args = ap.parse_args()
     t0 = time.time()
     cfg = load_config(ROOT / "configs" / "default.yaml")
     d = load_run_data(cfg, progress=False)
     splits = {"train": d.train, "validation": d.validation.targets, "test": d.test.targets}
+    if args.kernel_grid:
+        kernel_grid(cfg, splits, args.seeds, Path(args.out or GRID_OUT))
+        return 0
+    args.out = args.out or str(OUT)
     names = [t.name for t in cfg.teachers]
     input_teacher = cfg.input_teacher().name
     result: dict = {"config": "configs/default.yaml (Dolly pairs, the demo's split and targets)",

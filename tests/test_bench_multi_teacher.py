@@ -7,12 +7,13 @@ from bench.multi_teacher import BOTH, comparisons, input_of, variant_list
 from distill.config import PROJECT_ROOT, load_config
 
 
-def test_one_input_keeps_the_old_labels_and_overrides():
+def test_one_input_keeps_the_old_labels_and_sets_every_target_norm():
     v = variant_list([BOTH, "minilm alone"], ["none", "center"], [0.5])
-    assert v == {BOTH: (BOTH, []), "minilm alone": ("minilm alone", []),
+    # "none" is set too: the demo config itself centres
+    assert v == {BOTH: (BOTH, ["loss.target_norm=none"]), "minilm alone": ("minilm alone", ["loss.target_norm=none"]),
                  f"{BOTH}, target_norm=center": (BOTH, ["loss.target_norm=center"]),
                  "minilm alone, target_norm=center": ("minilm alone", ["loss.target_norm=center"]),
-                 f"{BOTH}, teacher_drop=0.5": (BOTH, ["loss.teacher_drop=0.5"])}
+                 f"{BOTH}, teacher_drop=0.5": (BOTH, ["loss.target_norm=none", "loss.teacher_drop=0.5"])}
 
 
 def test_inputs_multiply_the_variants_and_set_the_input_teachers():

@@ -103,8 +103,10 @@ class KernelSkip(nn.Module):
         self.readout.requires_grad_(False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        x = nn.functional.normalize(x[:, self.lo:self.hi].float(), dim=-1)
-        return (2.0 / self.w.shape[1]) ** 0.5 * torch.cos(x @ self.w + self.b)
+        # float32 even under bf16/fp16 autocast: cos of a phase rounded to 3 digits is noise
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            x = nn.functional.normalize(x[:, self.lo:self.hi].float(), dim=-1)
+            return (2.0 / self.w.shape[1]) ** 0.5 * torch.cos(x @ self.w.float() + self.b.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.readout(self.features(x))

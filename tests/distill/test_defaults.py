@@ -15,8 +15,8 @@ from distill.config import PROJECT_ROOT, load_config
 
 # The demo run's size (steps, logging cadence) and its named input teachers; the lattice's shape
 # (its schema lives in lattice/ and is sized for a large grid, the demo for 2 shared cores); and
-# what its particular teacher pair needs (issue #11 item 7, chosen on validation; README "Why no
-# student reaches ridge's cosine"): a kernel skip for the named SmolLM2 space, and centred targets,
+# what its particular teacher pair needs (issue #11 item 7, chosen on validation; README "Reaching
+# ridge in the SmolLM2 space"): a kernel skip for the named SmolLM2 space, and centred targets,
 # without which InfoNCE drags that space's head off the kernel map. Neither is a method default:
 # centring trades R@1 for cosine in an anisotropic space and changes nothing in MiniLM's.
 RUN_SIZE = {"student.input_teacher", "student.lattice.depth", "student.lattice.steps", "train.max_steps",

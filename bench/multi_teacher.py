@@ -25,11 +25,14 @@ Reported (mean ± 95% Student-t interval over the seeds, bench/stats.py):
 ``--inputs minilm minilm,smollm2`` runs every variant once per student input and pairs each with
 the same variant reading the first input.
 
-    python bench/multi_teacher.py                   # from the repository root
+    python bench/multi_teacher.py                   # from the repository root: the demo as configured
     python bench/multi_teacher.py --seeds 0 1 2 --sts-pairs 2000 --set loss.standardize=true
-    python bench/multi_teacher.py --inputs minilm --norms none center --drops 0.5 --out bench/results/multi_teacher_norm.json
+    # the recorded runs from before the demo's kernel skip (README "Does a second teacher help?"):
+    python bench/multi_teacher.py --inputs minilm --norms none center --drops 0.5 \
+        --set "student.kernel_skip.teachers=[]" --out bench/results/multi_teacher_norm.json
     python bench/multi_teacher.py --variants "both (demo weights)" --norms none center \
-        --inputs minilm minilm,smollm2 --out bench/results/multi_teacher_inputs.json
+        --inputs minilm minilm,smollm2 --set "student.kernel_skip.teachers=[]" \
+        --out bench/results/multi_teacher_inputs.json
     python bench/multi_teacher.py --mean-baseline   # cosine of predicting the training answers' mean
 
 Paired differences (same seeds) are printed and stored per space: each "both" variant against

@@ -91,8 +91,7 @@ def scalars(run_dir: Path, tag: str) -> dict[int, float]:
 
 
 def free_port() -> int:
-    import socket
+    """A rendezvous port this test may use (tests/ports.py: per xdist worker ranges)."""
+    from tests.ports import free_port as _free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return _free_port()

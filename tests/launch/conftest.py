@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import stat
 import subprocess
 import sys
@@ -14,24 +13,14 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import ports
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
     """A port that is free now, with port+1 free too (the embed phase uses PORT+1)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 65534:
-            continue
-        with socket.socket() as s2:
-            try:
-                s2.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
+    return ports.free_port(pair=True)
 
 
 def launch_cmd(*args: str) -> list[str]:

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,16 +10,11 @@ import pytest
 import torch
 
 from teachers import TargetStore, TeacherSpec, load_teacher
+from tests import ports
 from tests.teachers.tiny import TEXTS
 
 WORKER = Path(__file__).parent / "dist_worker.py"
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch(cmd, tmp_path):
@@ -45,7 +39,7 @@ def test_zero3_two_processes_torchrun_then_accelerate(tiny_models, tmp_path):
     store = tmp_path / "store"
     args = ["--models", models, "--store", str(store), "--out", str(tmp_path)]
     ranks = launch([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-                    "--master_port", str(free_port()), str(WORKER), *args], tmp_path)
+                    "--master_port", str(ports.free_port()), str(WORKER), *args], tmp_path)
 
     refs = {name: load_teacher(spec) for name, spec in reference_specs(tiny_models).items()}
     for name, ref in refs.items():
@@ -79,7 +73,7 @@ def test_zero3_two_processes_torchrun_then_accelerate(tiny_models, tmp_path):
     # them), the new answers are computed -- with ZeRO-3 inside the group Accelerate created.
     ranks = launch([str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
                     "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                    "--main_process_port", str(free_port()), str(WORKER), *args, "--accelerate"], tmp_path)
+                    "--main_process_port", str(ports.free_port()), str(WORKER), *args, "--accelerate"], tmp_path)
     upper = [x.upper() for x in TEXTS]
     for res in ranks:
         assert res["accelerate_group"]

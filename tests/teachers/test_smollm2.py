@@ -150,11 +150,9 @@ def test_smollm2_zero3_two_processes_equals_unsharded(smol_cache, tmp_path):
     """SmolLM2 under ZeRO-3 in a real 2-process gloo job: each rank holds about half of it."""
     cache_root, _ = smol_cache
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **{tg.CACHE_ENV: str(cache_root)})
-    import socket
+    from tests.ports import free_port
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
            "--master_port", str(port), str(WORKER), "--model", MODEL, "--out", str(tmp_path),
            "--texts", json.dumps(TEXTS)]

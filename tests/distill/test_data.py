@@ -204,8 +204,8 @@ with open(path, "w") as f:
         f.write(json.dumps({"question": q, "answer": a, "category": "c"}) + "\\n")
 base = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 # The peak of loading alone: reset the high-water mark here (Linux >= 4.0), so a peak of the
-# imports above cannot count (with RSS shrunk since, e.g. library pages the kernel reclaimed
-# under another process's load, it did once: 10x). Without clear_refs: the process's ru_maxrss.
+# imports above cannot count. Measured against ru_maxrss (imports included) it once read 10x under
+# pytest-xdist; our guess, not checked: RSS shrank after the imports. Without clear_refs: ru_maxrss.
 try:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")

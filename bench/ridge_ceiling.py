@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.stats import summarize  # noqa: E402
 from distill.config import load_config  # noqa: E402
-from distill.evaluate import fit_ridge, retrieval_metrics  # noqa: E402
+from distill.evaluate import fit_ridge, fit_ridge_wide, retrieval_metrics  # noqa: E402
 from distill.rundata import load_run_data  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "ridge_ceiling.json"
@@ -82,14 +82,7 @@ def rff(xs: dict, ys: dict, gamma: float, lam: float, features: int, seed: int) 
     def phi(x):
         return (2.0 / features) ** 0.5 * torch.cos(x @ w + b)
 
-    p, y = phi(xs["train"]), ys["train"]
-    if len(p) < features:  # the dual (N x N) solve of the same ridge, as Student.init_kernel_skips does
-        pm, ym = p.mean(0), y.mean(0)
-        pc = p - pm
-        wr = pc.T @ torch.linalg.solve(pc @ pc.T + lam * torch.eye(len(pc), dtype=pc.dtype), y - ym)
-        br = ym - pm @ wr
-    else:
-        wr, br = fit_ridge(p, y, lam)
+    wr, br = fit_ridge_wide(phi(xs["train"]), ys["train"], lam)  # as Student.init_kernel_skips solves it
     return {s: phi(xs[s]) @ wr + br for s in ("validation", "test")}
 
 

@@ -235,22 +235,14 @@ class Student(nn.Module):
 
         train_x: (N, d_in) the training split's student inputs; train_a: {teacher: (N, d_k)}.
         """
-        from distill.evaluate import fit_ridge
+        from distill.evaluate import fit_ridge_wide
 
         for name, ks in self.kernel_skips.items():
             head = self.heads[name]
             nn.init.zeros_(head.net[-1].weight)
             nn.init.zeros_(head.net[-1].bias)
             phi = torch.cat([ks.features(train_x[i:i + 4096]) for i in range(0, len(train_x), 4096)]).double()
-            y = train_a[name].double()
-            if len(phi) < phi.shape[1]:  # dual: w = Phi_c^T (Phi_c Phi_c^T + lam I)^-1 Y_c
-                pm, ym = phi.mean(0), y.mean(0)
-                pc = phi - pm
-                alpha = torch.linalg.solve(pc @ pc.T + lam * torch.eye(len(pc), dtype=pc.dtype), y - ym)
-                w = pc.T @ alpha
-                b = ym - pm @ w
-            else:
-                w, b = fit_ridge(phi, y, lam)
+            w, b = fit_ridge_wide(phi, train_a[name].double(), lam)
             ks.readout.weight.copy_(w.T.to(ks.readout.weight.dtype))
             ks.readout.bias.copy_(b.to(ks.readout.bias.dtype))
 

@@ -150,6 +150,11 @@ class Student(nn.Module):
             raise ValueError(f"input_teacher: several input teachers need input mode 'teacher', not {input_mode!r}")
         if unknown := [n for n in self.input_teachers if n not in self.teacher_dims]:
             raise ValueError(f"input_teacher: {unknown} not among the teachers {list(self.teacher_dims)}")
+        # Where each input teacher's question embedding sits in the (concatenated) input.
+        offsets = [0]
+        for n in self.input_teachers:
+            offsets.append(offsets[-1] + self.teacher_dims[n])
+        self.input_slices = {n: slice(lo, hi) for n, lo, hi in zip(self.input_teachers, offsets, offsets[1:])}
         self.residual = residual and input_mode == "teacher"
         self.skip = skip
         self.head_hidden = head_hidden
@@ -183,8 +188,8 @@ class Student(nn.Module):
                                         if name not in kernel_names})
         self.kernel_skips = nn.ModuleDict()
         for name in kernel_names:  # own question if it is an input, else the whole input
-            lo, hi = ((self._input_offset(name), self._input_offset(name) + teacher_dims[name])
-                      if name in self.input_teachers else (0, d_in))
+            part = self.input_slices.get(name, slice(0, d_in))
+            lo, hi = part.start, part.stop
             self.kernel_skips[name] = KernelSkip(lo, hi, teacher_dims[name], self.kernel_skip["features"],
                                                  self.kernel_skip["gamma"])
 
@@ -219,8 +224,7 @@ class Student(nn.Module):
             nn.init.zeros_(head.net[-1].bias)
             w, b = fit_ridge(train_x.float(), train_a[name].float(), lam)  # (d_in, d_k), (d_k,)
             if name in self.residual_spaces:
-                lo = self._input_offset(name)
-                w[lo:lo + w.shape[1]] -= torch.eye(w.shape[1], dtype=w.dtype)
+                w[self.input_slices[name]] -= torch.eye(w.shape[1], dtype=w.dtype)
             lin = self.skips[name].net[-1]
             lin.weight.copy_(w.T.to(lin.weight.dtype))
             lin.bias.copy_(b.to(lin.bias.dtype))
@@ -246,11 +250,6 @@ class Student(nn.Module):
             ks.readout.weight.copy_(w.T.to(ks.readout.weight.dtype))
             ks.readout.bias.copy_(b.to(ks.readout.bias.dtype))
 
-    def _input_offset(self, name: str) -> int:
-        """Where input teacher ``name``'s question embedding starts in the (concatenated) input."""
-        names = self.input_teachers
-        return sum(self.teacher_dims[n] for n in names[:names.index(name)])
-
     def encode_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.adapter(x)
 
@@ -264,8 +263,7 @@ class Student(nn.Module):
                    for name, y in out.items()}
         if self.residual:
             for name in self.residual_spaces:
-                lo = self._input_offset(name)
-                out[name] = out[name] + x[:, lo:lo + self.teacher_dims[name]].to(out[name].dtype)
+                out[name] = out[name] + x[:, self.input_slices[name]].to(out[name].dtype)
         return out
 
     @torch.no_grad()

@@ -97,14 +97,14 @@ def default_student(r: Recipe) -> Student:
     s = r.cfg.student
     # Ridge-initialised skips (issue #11 item 7): a zero skip starts a non-input teacher's space
     # far below ridge and cosine + InfoNCE never climbs back to it within the run's steps.
-    if s.skip_init != "zero" and s.skip and s.input == "teacher" and r.data.train is not None:
-        train = r.data.train
-        student.init_skips_from_ridge(teacher_input(train.q, student.input_teachers), train.a, r.cfg.eval.ridge_lambda,
-                                      freeze=s.skip_init == "ridge_frozen")
-    if student.kernel_skips and r.data.train is not None:  # (config validation: store mode only)
-        train = r.data.train
-        student.init_kernel_skips(teacher_input(train.q, student.input_teachers), train.a,
-                                  s.kernel_skip.ridge_lambda)
+    train = r.data.train
+    if train is None:  # online mode: no training targets to fit on
+        return student
+    x = teacher_input(train.q, student.input_teachers)  # what the student reads, training split
+    if s.skip_init != "zero" and s.skip:
+        student.init_skips_from_ridge(x, train.a, r.cfg.eval.ridge_lambda, freeze=s.skip_init == "ridge_frozen")
+    if student.kernel_skips:  # (config validation: store mode only)
+        student.init_kernel_skips(x, train.a, s.kernel_skip.ridge_lambda)
     return student
 
 

@@ -28,6 +28,31 @@ class RunLocked(RunDirError):
     """The run directory is held by another writer (exit 2, nothing written)."""
 
 
+class RunLock(Lock):
+    """:class:`fileio.Lock` that also removes the output directory it had to create for the lock
+    file when the run leaves it empty (a run refused for bad input leaves nothing behind)."""
+
+    def __init__(self, path: Path, what: str = ""):
+        super().__init__(path, what=what)
+        self.created = None
+        for d in (self.path.parent, *self.path.parent.parents):
+            if d.exists():
+                break
+            self.created = d
+
+    def release(self) -> None:
+        super().release()
+        d = self.path.parent
+        while self.created is not None:
+            try:
+                d.rmdir()  # only an empty directory
+            except OSError:
+                return
+            if d == self.created:
+                self.created = None
+            d = d.parent
+
+
 def lock_path(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     return run_dir.parent / f".{run_dir.name}.lock"
@@ -69,14 +94,16 @@ def acquire(run_dir: Path, state, what: str = "distill train") -> Lock | None:
     ``num_processes``; with several processes it must be initialised (one broadcast)."""
     lock, refusal = None, None
     if state.is_main_process:
-        lock = Lock(lock_path(run_dir), what=f"{what} {run_dir}")
+        lock = RunLock(lock_path(run_dir), what=f"{what} {run_dir}")
         rec = lock.holder()
         if rec and lock.is_stale(rec):
             logger.warning("run lock %s: its holder (pid %s on %s, since %s) is gone; taking it over",
                            lock.path, rec.get("pid"), rec.get("host"), rec.get("started", "?"))
         holder = lock.try_acquire()
         if holder is not None:
-            refusal, lock = describe(run_dir, holder), None
+            refusal = describe(run_dir, holder)
+            lock.release()  # not held: only tidies what try_acquire created
+            lock = None
     try:
         if state.num_processes > 1:
             from accelerate.utils import broadcast_object_list

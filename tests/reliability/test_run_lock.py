@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from distill.config import load_config
+from distill.data import DataError
 from distill.errors import RunDirError
 from distill.runlock import RunLocked, lock_path
 from distill.train import Components, train
@@ -148,6 +149,14 @@ def test_lock_is_released_after_bad_input_and_keyboard_interrupt(setup):
     with pytest.raises(RunDirError, match="already exists"):  # checked under the lock
         train(cfg)
     assert not lock_path(cfg.run_dir).exists()
+
+    # Bad data found after the lock was taken: no lock file, and no output directory made for it.
+    (setup / "empty.jsonl").write_text("")
+    cfg = cfg_of(setup, "bad-data", **{"run.output_dir": str(setup / "fresh" / "runs"),
+                                       "data.path": str(setup / "empty.jsonl")})
+    with pytest.raises(DataError):
+        train(cfg)
+    assert not (setup / "fresh").exists()
 
     def interrupted(r):
         raise KeyboardInterrupt

@@ -80,7 +80,12 @@ class Stop:
         self.signal: int | None = None
         self.at: float | None = None
         self.procs: list[tuple[subprocess.Popen, bool]] = []  # (process, stopped by closing stdin)
-        self.stdin_fd = sys.stdin.fileno() if watch_stdin and sys.stdin is not None else None
+        self.stdin_fd = None
+        if watch_stdin:
+            try:
+                self.stdin_fd = sys.stdin.fileno()
+            except (AttributeError, OSError, ValueError):  # no usable stdin: nothing to watch
+                logger.warning("launch: %s is set but stdin cannot be read; not watching it", STOP_ON_EOF_ENV)
         self._old: dict = {}
 
     def __enter__(self) -> Stop:

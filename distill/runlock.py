@@ -114,5 +114,17 @@ def acquire(run_dir: Path, state, what: str = "distill train") -> Lock | None:
             lock.release()
         raise
     if refusal is not None:
+        if state.num_processes > 1:
+            _leave_together()
         raise RunLocked(refusal)
     return lock
+
+
+def _leave_together() -> None:
+    """Every rank of a refused job tears its process group down at the same point, so that no
+    rank's gloo/NCCL connections close under another that is still using them (which aborts)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -126,6 +126,7 @@ def test_a_held_lock_ends_every_rank_of_a_2_process_job(setup, tmp_path):
     assert secs < 120, secs
     assert out.count(f"is in use by pid {holder.pid} on {hostname()}") == 2, out[-3000:]  # each rank says why
     assert "exitcode  : 2" in out  # torchrun's report: the ranks exited 2, not killed by a timeout
+    assert "SIGABRT" not in out  # the ranks tore their process group down together
     assert not run_dir.exists()
     assert json.loads(lock_path(run_dir).read_text())["pid"] == holder.pid  # the holder's lock, untouched
 

@@ -15,9 +15,11 @@ later is killed. An ssh command is stopped by closing its stdin instead: the nod
 other end (``distill launch --node-rank R`` with ``$DISTILL_LAUNCH_STOP_ON_EOF``) stops its own
 job when its stdin ends -- which also happens when this launcher is killed or the connection drops.
 
-Pre-emption status: torchrun reports any worker that exits non-zero as a plain failure (and
+Ranks' statuses: torchrun reports any worker that exits non-zero as a plain failure (and
 accelerate turns it into 1), so each rank writes its own exit status into ``$DISTILL_STATUS_DIR``
-(``distill/__main__.py``). A command whose every reporting rank exited 75 counts as 75.
+(``distill/__main__.py``). A failed command whose reporting ranks all exited with the same
+non-zero status counts as that status: 75 when they were pre-empted after a checkpoint, 2 when
+they refused bad input (a run directory another job holds, say).
 """
 
 from __future__ import annotations
@@ -146,7 +148,8 @@ def reported_statuses(directory: str) -> list[int]:
 def run_parallel(commands: Sequence[Sequence[str]], env: dict[str, str] | None = None,
                  grace_s: float = GRACE_S, *, via_stdin: bool = False, stop: Stop | None = None) -> int:
     """Run the commands side by side; 0 when all succeed, 75 when all were pre-empted after a
-    checkpoint, else the first failure's status (128 + N when stopped by signal N).
+    checkpoint, else the first failure's status (its ranks' own, see above; 128 + N when stopped
+    by signal N).
 
     ``via_stdin``: each command gets a pipe as stdin, and is stopped by closing it (ssh commands
     whose remote end stops on EOF); otherwise commands report their ranks' statuses through
@@ -223,9 +226,9 @@ def _outcome(codes: list[tuple[int, float]], status_dirs: list, stop: Stop) -> i
     mapped = []
     for (code, _), d in zip(codes, status_dirs):
         if code != 0 and d is not None:
-            reported = reported_statuses(d)
-            if reported and all(s == EXIT_PREEMPTED for s in reported):
-                code = EXIT_PREEMPTED
+            reported = set(reported_statuses(d))
+            if len(reported) == 1 and 0 not in reported:
+                code = reported.pop()
         mapped.append(code)
     if all(c == 0 for c in mapped):
         return 0

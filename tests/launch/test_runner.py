@@ -1,5 +1,5 @@
 """launch.runner with small shell commands standing in for accelerate: the exit status a launch
-reports (75 only when every reporting rank exited 75), and a SIGKILLed launcher's children being
+reports (its ranks' common status: 75 only when every reporting rank exited 75), and a SIGKILLed launcher's children being
 told to stop (PR_SET_PDEATHSIG) instead of running on, orphaned."""
 
 from __future__ import annotations
@@ -25,12 +25,14 @@ def ranks(*statuses: int, exit_code: int = 1, after_s: float = 0) -> list[str]:
 @pytest.mark.parametrize("commands, expected", [
     ([ranks(75, 75)], 75),  # every rank checkpointed and exited 75: torchrun's 1 becomes 75
     ([ranks(75, 1)], 1),  # one rank failed otherwise: the launch failed
+    ([ranks(2, 2)], 2),  # every rank refused bad input: 2, as distill train
+    ([ranks(0, exit_code=1)], 1),  # a rank that finished does not hide one that crashed unreported
     ([ranks(exit_code=1)], 1),  # nobody reported (killed ranks): torchrun's own status
     ([ranks(0, 0, exit_code=0)], 0),
     ([ranks(75, 75), ranks(75, exit_code=143)], 75),  # several launchers, all pre-empted
     # The first failure decides; the launchers stopped because of it do not.
-    ([ranks(75, 75, after_s=2), ranks(1, exit_code=7)], 7),
-    ([ranks(75, 75), ranks(1, exit_code=7, after_s=2)], 75),
+    ([ranks(75, 75, after_s=2), ranks(exit_code=7)], 7),
+    ([ranks(75, 75), ranks(exit_code=7, after_s=2)], 75),
 ])
 def test_exit_status_maps_reported_75(commands, expected):
     assert run_parallel(commands) == expected

@@ -10,9 +10,9 @@ with that node's ``--node-rank`` (without one, ``--dry-run`` prints every node's
 ``--slurm`` writes an sbatch script, ``--hostfile`` starts every node over ssh. Overrides after
 ``--`` (or with ``--set``) reach every phase as ``--set KEY=VALUE``.
 
-Exit status: as ``distill train`` -- 0, 2 for bad input (nothing started), 75 when the job was
-pre-empted (SIGTERM) after a clean checkpoint (``--resume`` continues it), 128 + N when stopped by
-signal N otherwise, else the failing launcher's status.
+Exit status: as ``distill train`` -- 0, 2 for bad input (found here, nothing started; or by every
+rank), 75 when the job was pre-empted (SIGTERM) after a clean checkpoint (``--resume`` continues
+it), 128 + N when stopped by signal N otherwise, else the failing launcher's status.
 """
 
 from __future__ import annotations

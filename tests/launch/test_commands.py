@@ -20,7 +20,7 @@ CLUSTER = ["--nodes", "4", "--procs-per-node", "8", "--main-addr", "10.0.0.1", "
 def launch(capsys, monkeypatch, *args, cwd=ROOT):
     """``distill launch ARGS`` in this process; running anything fails the test instead."""
 
-    def must_not_run(commands, env=None):
+    def must_not_run(commands, *args, **kwargs):
         pytest.fail(f"launched {commands}")
 
     monkeypatch.setattr("launch.runner.run_sequence", must_not_run)

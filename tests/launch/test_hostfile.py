@@ -5,6 +5,7 @@ one failing host, a SIGTERM to the launcher (exit 75), a SIGKILLed launcher (no 
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from fileio import hostname
 from launch.compose import ACCELERATE_CONFIG_DIR
 from launch.hostfile import Host, parse_hostfile
 from tests.launch.conftest import ROOT, launch_cmd, write_exe
@@ -86,13 +88,11 @@ def test_hostfile_refuses_a_run_directory_in_use_or_existing(capsys, monkeypatch
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     (tmp_path / "hosts").write_text(HOSTS)
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock = tmp_path / "runs" / ".demo.lock"
     try:
-        from fileio import Lock
-
-        lock = Lock(tmp_path / "runs" / ".demo.lock")
-        lock.path.parent.mkdir(parents=True)
-        lock.path.write_text(f'{{"host": "{__import__("fileio").hostname()}", "pid": {holder.pid}, '
-                             f'"started": "2030-01-01T00:00:00+00:00", "what": "distill train"}}')
+        lock.parent.mkdir(parents=True)
+        lock.write_text(json.dumps({"host": hostname(), "pid": holder.pid, "started": "2030-01-01T00:00:00+00:00",
+                                    "what": "distill train"}))
         rc, out, err = launch(capsys, monkeypatch, "configs/default.yaml", "--hostfile", "hosts", cwd=tmp_path)
         assert rc == 2, err
         assert f"runs/demo is in use by pid {holder.pid} on " in err and "since 2030-01-01" in err
@@ -100,7 +100,7 @@ def test_hostfile_refuses_a_run_directory_in_use_or_existing(capsys, monkeypatch
     finally:
         holder.kill()
         holder.wait()
-    lock.path.unlink()
+    lock.unlink()
     (tmp_path / "runs" / "demo").mkdir()
     (tmp_path / "runs" / "demo" / "config.yaml").write_text("x")
     rc, out, err = launch(capsys, monkeypatch, "configs/default.yaml", "--hostfile", "hosts", cwd=tmp_path)
@@ -111,10 +111,9 @@ def test_hostfile_refuses_a_run_directory_in_use_or_existing(capsys, monkeypatch
 @pytest.fixture
 def ssh_stub(tmp_path) -> Path:
     """``ssh [-o X]... HOST CMD`` runs CMD here with HOST set (stdin passed through, as ssh does);
-    ``accelerate`` becomes a recorder that, per host and phase, succeeds, fails (exit 7, once another
-host's job waits), or waits:
-    on SIGTERM it reports 75 for its rank, as a checkpointing trainer under torchrun would, and
-    exits 1 as torchrun then does."""
+    ``accelerate`` becomes a recorder that, per host and phase, succeeds, fails (exit 7, once
+    another host's job waits), or waits: on SIGTERM it reports 75 for its rank, as a checkpointing
+    trainer under torchrun would, and exits 1 as torchrun then does."""
     d = tmp_path / "stubs"
     d.mkdir()
     write_exe(d / "accelerate-rec", r"""#!/bin/bash

@@ -115,7 +115,7 @@ def stubs(tmp_path) -> Path:
 
 def script_env(stubs: Path, rec: Path, **extra) -> dict:
     return {**os.environ, "PATH": f"{stubs}:{os.environ['PATH']}", "STUBS": str(stubs), "REC": str(rec),
-            "SLURM_NNODES": "4", "SLURM_JOB_NODELIST": "node-[a-d]", "SLURM_JOB_ID": "42", **extra}
+            "SLURM_NNODES": "4", "SLURM_JOB_NODELIST": "node-[a-d]", **extra}
 
 
 def run_script(script: Path, stubs: Path, rec: Path, fail_phase: str = "none", **extra):
@@ -207,31 +207,27 @@ def test_sigterm_to_the_script_stops_the_running_phase_and_starts_no_other(capsy
 
 
 @pytest.mark.slow
-def test_preempted_job_exits_75_and_its_requeue_finishes_the_run(tmp_path, tiny):
+def test_preempted_job_exits_75_and_its_requeue_finishes_the_run(monkeypatch, tmp_path, tiny):
     """The real trainer under the generated script (stub srun/scontrol, real accelerate, one CPU
     process): SIGTERM to the batch shell mid-run -> a clean checkpoint, exit 75; the same script
     rerun as a requeued job (SLURM_RESTART_COUNT=1) resumes from that checkpoint and finishes."""
+    from distill.cli import main
     from tests.distill.e2e import run
-    from tests.launch.test_commands import main
+    from tests.ports import free_port
 
     stubs = tmp_path / "stubs"
     stubs.mkdir()
     write_exe(stubs / "scontrol", '#!/bin/bash\necho 127.0.0.1\n')
     write_exe(stubs / "srun", SRUN)
-    cwd = Path.cwd()
-    try:
-        os.chdir(tmp_path)
-        assert main(["launch", str(tiny), "--slurm", "--cpu", "--no-embed", "--slurm-out", "job.sbatch", "--",
-                     "train.max_steps=8", "train.save_every=2", "train.eval_every=8"]) == 0
-    finally:
-        os.chdir(cwd)
-    from tests.ports import free_port
+    monkeypatch.chdir(tmp_path)
+    assert main(["launch", str(tiny), "--slurm", "--cpu", "--no-embed", "--slurm-out", "job.sbatch", "--",
+                 "train.max_steps=8", "train.save_every=2", "train.eval_every=8"]) == 0
 
     script = (tmp_path / "job.sbatch").read_text().replace("MAIN_PORT=29500", f"MAIN_PORT={free_port(pair=True)}")
     (tmp_path / "job.sbatch").write_text(script)
     run_dir = tmp_path / "runs" / "tiny"
     env = dict(os.environ, PATH=f"{stubs}:{os.environ['PATH']}", SLURM_NNODES="1", SLURM_JOB_NODELIST="n1",
-               SLURM_JOB_ID="42", OMP_NUM_THREADS="1", **fault_env("ckpt_pause=2:4"))
+               OMP_NUM_THREADS="1", **fault_env("ckpt_pause=2:4"))
     proc = subprocess.Popen(["bash", "job.sbatch"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:

@@ -382,8 +382,11 @@ def train(cfg: Config, resume: bool = False, components: Components | None = Non
     """Run training; returns the process exit status (0, or EXIT_PREEMPTED).
 
     SIGTERM (pre-emption) is caught for the whole run, target computation included: the next
-    step boundary saves a checkpoint and the run exits with EXIT_PREEMPTED.
+    step boundary saves a checkpoint and the run exits with EXIT_PREEMPTED. The run directory's
+    lock (:mod:`distill.runlock`) is taken before anything else and released on every exit.
     """
+    from distill import runlock
+
     flag = {"set": False}
 
     def on_sigterm(signum, frame):  # noqa: ARG001
@@ -391,12 +394,17 @@ def train(cfg: Config, resume: bool = False, components: Components | None = Non
         logger.warning("SIGTERM: saving a checkpoint at the next step boundary, then exiting")
 
     old_handler = signal.signal(signal.SIGTERM, on_sigterm)
+    lock = None
     try:
+        # The job's process group first (build_recipe's Accelerator shares it): one writer per run.
+        lock = runlock.acquire(cfg.run_dir, make_accelerator(cfg, log=False))
         r = build_recipe(cfg, resume, components)
         status = run(r, lambda: flag["set"])
         r.accelerator.end_training()
         return status
     finally:
+        if lock is not None:
+            lock.release()
         signal.signal(signal.SIGTERM, old_handler)
 
 

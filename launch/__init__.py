@@ -11,14 +11,20 @@ A run is two phases, each one ``accelerate launch ... -m distill <phase> CONFIG`
 that node's processes (torchrun); ``--num_processes`` is the total over all nodes.
 
 Parts: :mod:`launch.compose` (commands, cluster checks, accelerate config templates),
-:mod:`launch.slurm` (sbatch script), :mod:`launch.hostfile` (ssh commands), :mod:`launch.runner`
-(running them: failures and signals end everything, nothing waits forever), :mod:`launch.cli`.
+:mod:`launch.slurm` (sbatch script), :mod:`launch.hostfile` (ssh commands: each host runs its own
+node launcher), :mod:`launch.runner` (running them: failures and signals end everything, nothing
+waits forever), :mod:`launch.cli`.
 
 Failure handling: a rank that dies ends its node's launcher (torchrun stops the node's other
 workers) and its peers' collectives fail on the closed connections; a node that never arrives
 fails the static rendezvous after ``--timeout`` seconds (``--rdzv_conf timeout=S``); every rank
 gets ``DISTILL_DIST_TIMEOUT_S`` to bound its collectives; several launchers (ssh) are stopped
-together when one fails; SIGINT/SIGTERM are passed on.
+together when one fails.
+
+Stopping: SIGINT/SIGTERM are passed on and the trainers get ``--grace`` seconds to checkpoint
+(``TORCH_ELASTIC_SHUTDOWN_TIMEOUT``); a job whose ranks all exited 75 (pre-empted after a clean
+checkpoint) exits 75, locally, through ssh and in the sbatch script (whose requeued job runs with
+``--resume``); a killed launcher takes its job with it.
 
 Adding an accelerate setup is one file: ``configs/accelerate/<name>.yaml`` (a real accelerate
 config; the per-run numbers come from the command line), selected with

@@ -1,13 +1,18 @@
 """``distill launch``: compose the ``accelerate launch`` command(s) of a run and run them.
 
     distill launch CONFIG [--nodes N --procs-per-node P --node-rank R --main-addr A --main-port PORT]
-                          [--cpu] [--accelerate-config NAME|PATH] [--timeout S] [--no-embed] [--resume]
-                          [--slurm [--slurm-out PATH] ...] [--hostfile FILE] [--dry-run] [-- KEY=VALUE ...]
+                          [--cpu] [--accelerate-config NAME|PATH] [--timeout S] [--grace S] [--no-embed]
+                          [--resume] [--slurm [--slurm-out PATH] ...] [--hostfile FILE] [--dry-run]
+                          [-- KEY=VALUE ...]
 
 Local: ``--procs-per-node 2`` runs both phases on this machine. Multi-node: run it on every node
 with that node's ``--node-rank`` (without one, ``--dry-run`` prints every node's commands).
 ``--slurm`` writes an sbatch script, ``--hostfile`` starts every node over ssh. Overrides after
 ``--`` (or with ``--set``) reach every phase as ``--set KEY=VALUE``.
+
+Exit status: as ``distill train`` -- 0, 2 for bad input (found here, nothing started; or by every
+rank), 75 when the job was pre-empted (SIGTERM) after a clean checkpoint (``--resume`` continues
+it), 128 + N when stopped by signal N otherwise, else the failing launcher's status.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import os
 from pathlib import Path
 
 from launch.compose import (
+    DEFAULT_GRACE_S,
     DEFAULT_TIMEOUT_S,
     PHASES,
     Cluster,
@@ -50,6 +56,9 @@ def add_launch_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--timeout", type=int, default=DEFAULT_TIMEOUT_S, metavar="S",
                    help=f"seconds a node waits for a missing peer, at the rendezvous and in collectives "
                         f"(default {DEFAULT_TIMEOUT_S})")
+    g.add_argument("--grace", type=int, default=DEFAULT_GRACE_S, metavar="S",
+                   help=f"seconds the trainers get to checkpoint after SIGTERM before they are killed; with "
+                        f"--slurm also how long before the time limit SLURM sends it (default {DEFAULT_GRACE_S})")
     r = p.add_argument_group("run")
     r.add_argument("--resume", action="store_true", help="train resumes from the run's latest checkpoint")
     r.add_argument("--no-embed", action="store_true",
@@ -99,13 +108,14 @@ def _split_at_double_dash(p: argparse.ArgumentParser) -> None:
     p.parse_known_args = parse_known_args
 
 
-def _overrides(args) -> list[str]:
+def _overrides(args, cpu: bool = True) -> list[str]:
+    """The user's overrides, plus ``train.cpu=true`` (last, so it wins) with ``--cpu`` and ``cpu``."""
     out = [o for group in args.launch_overrides for o in group] + list(getattr(args, "extra_overrides", []))
     for o in out:
         if "=" not in o:
             raise LaunchError("--", f"'{o}' is not a KEY=VALUE override")
-    if args.cpu:
-        out.append("train.cpu=true")  # last, so --cpu wins
+    if args.cpu and cpu:
+        out.append("train.cpu=true")
     return out
 
 
@@ -155,13 +165,28 @@ def cmd_launch(args) -> int:
 
     cwd = Path.cwd()
     plan = Plan(config=args.config, template=display_path(resolve_template(args.accelerate_config, args.cpu), cwd),
-                cluster=cluster, phases=phases, overrides=overrides, resume=args.resume, cpu=args.cpu)
+                cluster=cluster, phases=phases, overrides=overrides, resume=args.resume, cpu=args.cpu,
+                grace_s=args.grace)
 
     if args.slurm:
         return _slurm(args, cfg, plan, cwd)
     if hosts is not None:
+        if not args.dry_run:
+            _check_run_dir(cfg, args.resume)
         return _hostfile(args, plan, hosts, cwd)
     return _local(args, cfg, plan)
+
+
+def _check_run_dir(cfg, resume: bool) -> None:
+    """Refuse a run another writer holds, or an existing run without --resume, before anything
+    starts (not after the embed phase). A resume's checkpoint is verified by the trainer."""
+    from distill import runlock
+
+    runlock.check_free(cfg.run_dir)
+    if not resume:
+        from distill.config import check_new_run_dir
+
+        check_new_run_dir(cfg.run_dir)
 
 
 def _describe(plan: Plan, node_rank) -> str:
@@ -185,35 +210,37 @@ def _local(args, cfg, plan: Plan) -> int:
         raise LaunchError("--node-rank", f"is needed to run node commands with --nodes {c.nodes} "
                                          "(or --dry-run to print every node's, --slurm, --hostfile)")
     if c.node_rank in (None, 0):
-        # Node 0 holds the run directory: refuse an existing run now, not after the embed phase
-        # (a resume's checkpoint is verified by the trainer, which falls back or refuses).
-        if not args.resume:
-            from distill.config import check_new_run_dir
-
-            check_new_run_dir(cfg.run_dir)
-    from launch.runner import run_sequence
+        _check_run_dir(cfg, args.resume)  # node 0 holds the run directory
+    from launch.runner import STOP_ON_EOF_ENV, run_sequence
 
     commands = plan.node_commands(c.node_rank)
     print(_describe(plan, c.node_rank), flush=True)
     for argv in commands:
         print(env_prefix(env) + render(argv), flush=True)
     env = dict(env, PATH=f"{venv_bin()}:{os.environ.get('PATH', '')}")  # accelerate from this environment
-    return run_sequence([[str(t) for t in argv] for argv in commands], env)
+    # A hostfile run's node launcher (started over ssh) stops its job when its stdin ends.
+    watch = os.environ.pop(STOP_ON_EOF_ENV, "") == "1"
+    return run_sequence([[str(t) for t in argv] for argv in commands], env, plan.grace_s, watch_stdin=watch)
 
 
 def _hostfile(args, plan: Plan, hosts, cwd: Path) -> int:
     from launch.hostfile import ssh_commands
 
-    commands = ssh_commands(plan, hosts, cwd)
+    commands = ssh_commands(plan, hosts, cwd, _overrides(args, cpu=False))
     print(f"# {len(hosts)} hosts, {plan.cluster.procs_per_node} process(es) each, main {plan.cluster.main_addr}; "
-          f"phases: {', '.join(plan.phases)}", flush=True)
+          f"phases: {', '.join(plan.phases)}; each host runs its node's launcher:", flush=True)
     for argv in commands:
         print(render(argv), flush=True)
     if args.dry_run:
+        for rank, host in enumerate(hosts):
+            print(f"# {host.target} (node {rank}) then runs:")
+            for argv in plan.node_commands(rank):
+                print("#   " + env_prefix(plan.env()) + render(argv))
         return 0
     from launch.runner import run_parallel
 
-    return run_parallel([[str(t) for t in argv] for argv in commands])
+    # The node launchers kill what outlives their grace period; give them time to report it.
+    return run_parallel([[str(t) for t in argv] for argv in commands], grace_s=plan.grace_s + 30, via_stdin=True)
 
 
 def _slurm(args, cfg, plan: Plan, cwd: Path) -> int:
@@ -225,7 +252,8 @@ def _slurm(args, cfg, plan: Plan, cwd: Path) -> int:
         raise LaunchError("--gpus-per-node", f"must be >= 0, got {gpus}")
     # The script and SLURM's log live beside the run directory, not in it: training refuses to
     # start in a non-empty run directory unless resuming.
-    text = sbatch_script(plan, workdir=cwd, job_name=args.job_name or f"distill-{cfg.run.name}",
+    text = sbatch_script(plan, workdir=cwd, run_dir=(cwd / cfg.run_dir).resolve(),
+                         job_name=args.job_name or f"distill-{cfg.run.name}",
                          output=str(out_dir / f"{cfg.run.name}.%j.out"), time=args.time,
                          gpus_per_node=gpus, cpus_per_node=args.cpus_per_node, extra_opts=args.sbatch_opt)
     if args.dry_run:

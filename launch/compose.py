@@ -26,6 +26,10 @@ DEFAULT_PORT = 29500
 # process-group timeout, so the code that creates the group must pass it on).
 TIMEOUT_ENV = "DISTILL_DIST_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 900
+# Seconds from a stop request (SIGTERM, SLURM's --signal) to SIGKILL: the trainers finish their step
+# and checkpoint in it. torchrun reads it from this variable (its own default is 30 s).
+SHUTDOWN_ENV = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"
+DEFAULT_GRACE_S = 120
 PHASES = ("embed", "train")
 
 
@@ -108,13 +112,14 @@ def display_path(path: Path, cwd: Optional[Path] = None) -> str:
         return str(path)
 
 
-def program_argv(phase: str, config: str, overrides: list[str], resume: bool) -> list[Token]:
-    """``distill <phase> CONFIG --set k=v ...`` (what accelerate runs with ``-m``)."""
+def program_argv(phase: str, config: str, overrides: list[str], resume: bool | Shell) -> list[Token]:
+    """``distill <phase> CONFIG --set k=v ...`` (what accelerate runs with ``-m``). ``resume``: a
+    :class:`Shell` token stands for the flag (the sbatch script decides at run time)."""
     argv: list[Token] = ["distill", phase, config]
     for o in overrides:
         argv += ["--set", o]
     if resume and phase == "train":
-        argv.append("--resume")
+        argv.append(resume if isinstance(resume, Shell) else "--resume")
     return argv
 
 
@@ -160,10 +165,15 @@ class Plan:
     overrides: list[str] = field(default_factory=list)
     resume: bool = False
     cpu: bool = False
+    grace_s: int = DEFAULT_GRACE_S
+
+    def __post_init__(self) -> None:
+        if self.grace_s < 1:
+            raise LaunchError("--grace", f"must be >= 1 second, got {self.grace_s}")
 
     def env(self) -> dict[str, str]:
         """Environment every launcher (and so every rank) gets."""
-        env = {TIMEOUT_ENV: str(self.cluster.timeout_s)}
+        env = {TIMEOUT_ENV: str(self.cluster.timeout_s), SHUTDOWN_ENV: str(self.grace_s)}
         if self.cpu:
             # Hidden GPUs: every package (teachers pick NCCL when CUDA is visible) agrees on gloo.
             env["CUDA_VISIBLE_DEVICES"] = ""
@@ -171,7 +181,7 @@ class Plan:
 
     def node_commands(self, machine_rank: Token | None = None, *, main_addr: Token | None = None,
                       main_port: Token | None = None, num_processes: Token | None = None,
-                      num_machines: Token | None = None) -> list[list[Token]]:
+                      num_machines: Token | None = None, resume: Shell | None = None) -> list[list[Token]]:
         """One accelerate command per phase for one node. Arguments left out come from the
         cluster; the SLURM script passes shell expansions (``$SLURM_NODEID``) instead."""
         c = self.cluster
@@ -184,7 +194,8 @@ class Plan:
             main_port = DEFAULT_PORT
         return [
             accelerate_argv(
-                self.template, program_argv(phase, self.config, self.overrides, self.resume),
+                self.template, program_argv(phase, self.config, self.overrides,
+                                            self.resume or (resume if resume is not None else False)),
                 num_processes=c.world_size if num_processes is None else num_processes,
                 num_machines=c.nodes if num_machines is None else num_machines,
                 machine_rank=machine_rank if multi else None,

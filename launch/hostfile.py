@@ -8,17 +8,25 @@ Hostfile format (as DeepSpeed's and MPI's)::
 
 The first host is node 0 and hosts the rendezvous. Every host must share the working directory
 (and the virtual environment) at the same path, as on a cluster with a shared file system.
+
+Each host runs this node's own launcher, ``distill launch CONFIG --node-rank R ...`` (the same one
+as a manual multi-node run), which runs the phases and maps a pre-empted job to exit 75; ssh
+passes that status back. The node launcher stops its job (SIGTERM: the trainers checkpoint) when
+its stdin ends, which is how this launcher stops a host (it closes the pipe) and what happens when
+this launcher is killed or the connection drops: no trainer outlives its launcher.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from launch.compose import LaunchError, Plan, Token, env_prefix, render, venv_bin
+from launch.compose import LaunchError, Plan, Token, env_prefix, render
+from launch.runner import STOP_ON_EOF_ENV
 
 _HOST = re.compile(r"^[A-Za-z0-9_.@:\[\]-]+$")
 # Fail fast on an unreachable host or a password prompt instead of waiting at it.
@@ -74,15 +82,33 @@ def slots_per_node(hosts: list[Host]) -> Optional[int]:
     return given.pop() if given else None
 
 
-def remote_command(plan: Plan, node_rank: int, workdir: Path) -> str:
-    """The shell command one host runs: cd, environment, then each phase's launcher in turn."""
-    parts = [f"cd {shlex.quote(str(workdir))}",
-             f"export PATH={shlex.quote(venv_bin())}:\"$PATH\""]
-    for argv in plan.node_commands(node_rank):
-        parts.append(env_prefix(plan.env()) + render(argv))
-    return " && ".join(parts)
+def node_launcher_argv(plan: Plan, node_rank: int, overrides: list[str]) -> list[Token]:
+    """``python -m distill launch CONFIG --node-rank R ...``: node R's launcher, with this plan.
+    ``overrides``: the user's (``--cpu`` adds its own)."""
+    c = plan.cluster
+    argv: list[Token] = [sys.executable, "-m", "distill", "launch", plan.config,
+                         "--nodes", c.nodes, "--node-rank", node_rank, "--procs-per-node", c.procs_per_node,
+                         "--main-addr", c.main_addr, "--timeout", c.timeout_s, "--grace", plan.grace_s,
+                         "--accelerate-config", plan.template]
+    if c.main_port is not None:
+        argv += ["--main-port", c.main_port]
+    if plan.cpu:
+        argv.append("--cpu")
+    if plan.resume:
+        argv.append("--resume")
+    if "embed" not in plan.phases:
+        argv.append("--no-embed")
+    for o in overrides:
+        argv += ["--set", o]
+    return argv
 
 
-def ssh_commands(plan: Plan, hosts: list[Host], workdir: Path) -> list[list[Token]]:
-    """One ``ssh HOST 'cd DIR && ... accelerate launch --machine_rank i ...'`` per host."""
-    return [[*SSH, host.target, remote_command(plan, i, workdir)] for i, host in enumerate(hosts)]
+def remote_command(plan: Plan, node_rank: int, workdir: Path, overrides: list[str]) -> str:
+    """The shell command one host runs: cd, then the node's launcher, which stops on stdin's end."""
+    return (f"cd {shlex.quote(str(workdir))} && "
+            + env_prefix({STOP_ON_EOF_ENV: "1"}) + render(node_launcher_argv(plan, node_rank, overrides)))
+
+
+def ssh_commands(plan: Plan, hosts: list[Host], workdir: Path, overrides: list[str]) -> list[list[Token]]:
+    """One ``ssh HOST 'cd DIR && ... distill launch ... --node-rank i'`` per host."""
+    return [[*SSH, host.target, remote_command(plan, i, workdir, overrides)] for i, host in enumerate(hosts)]

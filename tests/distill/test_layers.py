@@ -1,5 +1,6 @@
 """The package layers hold: lattice <- teachers <- distill core <- {recipe, commands} <- cli, and
-launch reads only the config module. Checked on the source (every import, lazy ones included)."""
+launch reads only the config module (and the run lock). Checked on the source (every import, lazy
+ones included)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE, COMMANDS, CLI = "distill.train", "distill.commands", "distill.cli"
 ENTRY = "distill.__main__"  # python -m distill: the CLI itself
-CONFIG_MODULES = {"distill.config", "distill.schema", "distill.errors"}
+# What launch may read of distill: the config, and the run lock (fileio + errors) it checks first.
+CONFIG_MODULES = {"distill.config", "distill.schema", "distill.errors", "distill.runlock"}
 
 
 def imports(path: Path) -> set[str]:

@@ -20,7 +20,7 @@ CLUSTER = ["--nodes", "4", "--procs-per-node", "8", "--main-addr", "10.0.0.1", "
 def launch(capsys, monkeypatch, *args, cwd=ROOT):
     """``distill launch ARGS`` in this process; running anything fails the test instead."""
 
-    def must_not_run(commands, env=None):
+    def must_not_run(commands, *args, **kwargs):
         pytest.fail(f"launched {commands}")
 
     monkeypatch.setattr("launch.runner.run_sequence", must_not_run)
@@ -38,7 +38,7 @@ def commands(out: str) -> list[str]:
 def test_dry_run_node_of_a_4x8_cluster(capsys, monkeypatch):
     rc, out, _ = launch(capsys, monkeypatch, "configs/default.yaml", *CLUSTER, "--node-rank", "2", "--dry-run")
     assert rc == 0
-    common = (f"DISTILL_DIST_TIMEOUT_S=900 accelerate launch --config_file {TPL} --num_processes 32 "
+    common = (f"DISTILL_DIST_TIMEOUT_S=900 TORCH_ELASTIC_SHUTDOWN_TIMEOUT=120 accelerate launch --config_file {TPL} --num_processes 32 "
               "--num_machines 4 --machine_rank 2 --main_process_ip 10.0.0.1")
     assert commands(out) == [
         f"{common} --main_process_port 29501 --rdzv_conf timeout=900 -m distill embed configs/default.yaml",
@@ -59,8 +59,9 @@ def test_accelerate_and_torchrun_read_the_command_as_node_2_of_4(capsys, monkeyp
                         "--", "train.max_steps=7")
     assert rc == 0
     argv = shlex.split(commands(out)[1])
-    assert argv[0] == "DISTILL_DIST_TIMEOUT_S=900" and argv[1:3] == ["accelerate", "launch"]
-    args = launch_command_parser().parse_args(argv[3:])
+    assert argv[:2] == ["DISTILL_DIST_TIMEOUT_S=900", "TORCH_ELASTIC_SHUTDOWN_TIMEOUT=120"]
+    assert argv[2:4] == ["accelerate", "launch"]
+    args = launch_command_parser().parse_args(argv[4:])
     args, _, _ = _validate_launch_command(args)
     assert args.multi_gpu and not args.cpu and not args.use_deepspeed
     prepare_multi_gpu_env(args)
@@ -88,9 +89,10 @@ def test_dry_run_without_node_rank_prints_every_node(capsys, monkeypatch):
 
 def test_local_cpu_overrides_and_resume(capsys, monkeypatch):
     rc, out, _ = launch(capsys, monkeypatch, "configs/default.yaml", "--cpu", "--procs-per-node", "2", "--resume",
-                        "--set", "train.max_steps=5", "--dry-run", "--", "run.name=x y", "data.max_pairs=40")
+                        "--set", "train.max_steps=5", "--dry-run", "--grace", "45", "--",
+                        "run.name=x y", "data.max_pairs=40")
     assert rc == 0
-    env = "DISTILL_DIST_TIMEOUT_S=900 CUDA_VISIBLE_DEVICES= "
+    env = "DISTILL_DIST_TIMEOUT_S=900 TORCH_ELASTIC_SHUTDOWN_TIMEOUT=45 CUDA_VISIBLE_DEVICES= "
     acc = f"accelerate launch --config_file {CPU_TPL} --num_processes 2 --num_machines 1 -m distill"
     sets = "--set train.max_steps=5 --set 'run.name=x y' --set data.max_pairs=40 --set train.cpu=true"
     assert commands(out) == [f"{env}{acc} embed configs/default.yaml {sets}",
@@ -136,6 +138,7 @@ def test_templates_are_real_accelerate_configs(name):
     (["--", "notakeyvalue"], "'notakeyvalue' is not a KEY=VALUE override"),
     (["--nodes", "2", "--main-addr", "a"], "--node-rank: is needed"),
     (["--slurm", "--node-rank", "0"], "--node-rank: is given by SLURM"),
+    (["--grace", "0"], "--grace: must be >= 1 second"),
 ])
 def test_bad_input_exits_2_before_anything_runs(capsys, monkeypatch, tmp_path, args, needle):
     (tmp_path / "configs").symlink_to(ROOT / "configs")

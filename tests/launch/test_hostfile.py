@@ -1,17 +1,22 @@
 """Hostfile (plain SSH) launches: parsing, the exact ssh commands, and running them through a stub
-``ssh`` that executes the remote command here: success, one failing host, a forwarded SIGTERM."""
+``ssh`` that executes the remote command here. Each host's command is a real node launcher
+(``distill launch --node-rank R``) whose ``accelerate`` is a stub (tests/launch/stub_site): success,
+one failing host, a SIGTERM to the launcher (exit 75), a SIGKILLed launcher (no job outlives it)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from fileio import hostname
 from launch.compose import ACCELERATE_CONFIG_DIR
 from launch.hostfile import Host, parse_hostfile
 from tests.launch.conftest import ROOT, launch_cmd, write_exe
@@ -57,7 +62,7 @@ def test_dry_run_prints_one_ssh_command_per_host(capsys, monkeypatch, tmp_path):
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     (tmp_path / "hosts").write_text(HOSTS)
     rc, out, _ = launch(capsys, monkeypatch, "configs/default.yaml", "--hostfile", "hosts", "--dry-run",
-                        "--main-port", "29600", "--", "train.max_steps=3", cwd=tmp_path)
+                        "--main-port", "29600", "--grace", "90", "--", "train.max_steps=3", cwd=tmp_path)
     assert rc == 0
     lines = [line for line in out.splitlines() if not line.startswith("#")]
     assert len(lines) == 2
@@ -65,48 +70,81 @@ def test_dry_run_prints_one_ssh_command_per_host(capsys, monkeypatch, tmp_path):
     for rank, (line, host) in enumerate(zip(lines, ["alice@gpu-1", "gpu-2"])):
         argv = shlex.split(line)
         assert argv[:-1] == ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=30", host]
-        steps = argv[-1].split(" && ")
-        assert steps[0] == f"cd {tmp_path}"
-        launcher = (f"DISTILL_DIST_TIMEOUT_S=900 accelerate launch --config_file {tpl} --num_processes 8 "
-                    f"--num_machines 2 --machine_rank {rank} --main_process_ip gpu-1")
-        assert steps[2:] == [
-            f"{launcher} --main_process_port 29601 --rdzv_conf timeout=900 -m distill embed configs/default.yaml "
-            "--set train.max_steps=3",
-            f"{launcher} --main_process_port 29600 --rdzv_conf timeout=900 -m distill train configs/default.yaml "
-            "--set train.max_steps=3",
-        ]
+        # The host runs its own node launcher, which stops its job when ssh's stdin ends.
+        assert argv[-1] == (
+            f"cd {tmp_path} && DISTILL_LAUNCH_STOP_ON_EOF=1 {sys.executable} -m distill launch configs/default.yaml "
+            f"--nodes 2 --node-rank {rank} --procs-per-node 4 --main-addr gpu-1 --timeout 900 --grace 90 "
+            f"--accelerate-config {tpl} --main-port 29600 --set train.max_steps=3")
+    # ... and what that launcher runs is shown too.
+    launcher = (f"DISTILL_DIST_TIMEOUT_S=900 TORCH_ELASTIC_SHUTDOWN_TIMEOUT=90 accelerate launch --config_file {tpl} "
+                "--num_processes 8 --num_machines 2 --machine_rank 1 --main_process_ip gpu-1")
+    assert f"#   {launcher} --main_process_port 29600 --rdzv_conf timeout=900 -m distill train configs/default.yaml " \
+           "--set train.max_steps=3" in out.splitlines()
+
+
+def test_hostfile_refuses_a_run_directory_in_use_or_existing(capsys, monkeypatch, tmp_path):
+    """Like a local launch: nothing is started over ssh for a run that exists or that a live
+    process holds."""
+    (tmp_path / "configs").symlink_to(ROOT / "configs")
+    (tmp_path / "hosts").write_text(HOSTS)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    lock = tmp_path / "runs" / ".demo.lock"
+    try:
+        lock.parent.mkdir(parents=True)
+        lock.write_text(json.dumps({"host": hostname(), "pid": holder.pid, "started": "2030-01-01T00:00:00+00:00",
+                                    "what": "distill train"}))
+        rc, out, err = launch(capsys, monkeypatch, "configs/default.yaml", "--hostfile", "hosts", cwd=tmp_path)
+        assert rc == 2, err
+        assert f"runs/demo is in use by pid {holder.pid} on " in err and "since 2030-01-01" in err
+        assert "ssh" not in out
+    finally:
+        holder.kill()
+        holder.wait()
+    lock.unlink()
+    (tmp_path / "runs" / "demo").mkdir()
+    (tmp_path / "runs" / "demo" / "config.yaml").write_text("x")
+    rc, out, err = launch(capsys, monkeypatch, "configs/default.yaml", "--hostfile", "hosts", cwd=tmp_path)
+    assert rc == 2 and "already exists; pass --resume" in err
+    assert "ssh" not in out
 
 
 @pytest.fixture
 def ssh_stub(tmp_path) -> Path:
-    """``ssh [-o X]... HOST CMD`` runs CMD here with HOST set; ``accelerate`` becomes a recorder
-    that, per host and phase, succeeds, fails (exit 7), or waits (with a TERM trap)."""
+    """``ssh [-o X]... HOST CMD`` runs CMD here with HOST set (stdin passed through, as ssh does);
+    ``accelerate`` becomes a recorder that, per host and phase, succeeds, fails (exit 7, once
+    another host's job waits), or waits: on SIGTERM it reports 75 for its rank, as a checkpointing
+    trainer under torchrun would, and exits 1 as torchrun then does."""
     d = tmp_path / "stubs"
     d.mkdir()
-    write_exe(d / "accelerate-rec", r'''#!/bin/bash
+    write_exe(d / "accelerate-rec", r"""#!/bin/bash
 phase=$(sed -E 's/.* -m distill ([a-z]+) .*/\1/' <<< "$*")
 echo "$HOST $phase $*" >> "$REC"
 case "$(eval echo "\$ACT_${HOST//-/_}_$phase")" in
-  fail) sleep 0.5; exit 7 ;;
-  wait) trap 'echo "$HOST term" >> "$REC"; exit 0' TERM
-        sleep 60 & echo $! >> "$PIDS"; wait; echo "$HOST late" >> "$REC" ;;
+  fail) until [ -s "$PIDS" ] || [ $SECONDS -gt 30 ]; do sleep 0.1; done; exit 7 ;;  # once another waits
+  wait) trap 'echo "$HOST term" >> "$REC"; echo 75 > "$DISTILL_STATUS_DIR/rank-$HOST"; exit 1' TERM
+        echo $$ >> "$PIDS"; sleep 60 & echo $! >> "$PIDS"; wait; echo "$HOST late" >> "$REC" ;;
 esac
-''')
+""")
+    # The remote command runs in a session of its own, as under sshd: no signal to this client
+    # reaches it; it sees only its stdin end (and ssh passes its exit status back).
     write_exe(d / "ssh", '#!/bin/bash\n'
               'while [[ "$1" == -o ]]; do shift 2; done\n'
               'host=$1; shift\n'
-              # A function beats PATH lookup: the remote command puts its environment's bin first.
-              'accelerate() { "$STUBS/accelerate-rec" "$@"; }\nexport -f accelerate\n'
-              'HOST=$host exec bash -c "$1"\n')
+              'HOST=$host setsid bash -c "$1" <&0 &\n'
+              'wait $!\n')
     return d
 
 
 def start(tmp_path: Path, stubs: Path, actions: dict[str, str]) -> subprocess.Popen:
     (tmp_path / "configs").symlink_to(ROOT / "configs")
     (tmp_path / "hosts").write_text("h-0\nh-1 # second\n")
-    env = dict(os.environ, PATH=f"{stubs}:{os.environ['PATH']}", STUBS=str(stubs), REC=str(tmp_path / "rec"),
+    pythonpath = os.pathsep.join(filter(None, [str(ROOT / "tests" / "launch" / "stub_site"),
+                                               os.environ.get("PYTHONPATH")]))
+    env = dict(os.environ, PATH=f"{stubs}:{os.environ['PATH']}", PYTHONPATH=pythonpath,
+               STUB_ACCELERATE=str(stubs / "accelerate-rec"), REC=str(tmp_path / "rec"),
                PIDS=str(tmp_path / "pids"), **{f"ACT_{k}": v for k, v in actions.items()})
-    return subprocess.Popen(launch_cmd("configs/default.yaml", "--hostfile", "hosts", "--procs-per-node", "2"),
+    return subprocess.Popen(launch_cmd("configs/default.yaml", "--hostfile", "hosts", "--procs-per-node", "2",
+                                       "--grace", "20"),
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -141,6 +179,16 @@ def assert_gone(pids_file: Path, within_s: float = 10) -> None:
     assert not pids, f"still running: {pids}"
 
 
+def wait_for_pids(tmp_path: Path, proc: subprocess.Popen, n: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:  # every host waiting in its embed phase
+        if (tmp_path / "pids").is_file() and len((tmp_path / "pids").read_text().split()) == n:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    raise AssertionError("the hosts' jobs never started")
+
+
 def test_one_failing_host_stops_the_others_and_the_launch_fails(tmp_path, ssh_stub):
     t0 = time.monotonic()
     proc = start(tmp_path, ssh_stub, {"h_1_embed": "fail", "h_0_embed": "wait"})
@@ -153,15 +201,27 @@ def test_one_failing_host_stops_the_others_and_the_launch_fails(tmp_path, ssh_st
     assert_gone(tmp_path / "pids")
 
 
-def test_sigterm_reaches_every_host(tmp_path, ssh_stub):
+def test_sigterm_stops_every_host_and_a_checkpointed_stop_exits_75(tmp_path, ssh_stub):
     proc = start(tmp_path, ssh_stub, {"h_0_embed": "wait", "h_1_embed": "wait"})
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:  # both hosts waiting in their embed phase
-        if (tmp_path / "pids").is_file() and len((tmp_path / "pids").read_text().split()) == 2:
-            break
-        time.sleep(0.2)
+    wait_for_pids(tmp_path, proc, 4)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    # Every host's job reported 75 to its node launcher, which exited 75 through ssh.
+    assert proc.returncode == 75, err
     assert sorted(r for r in records(tmp_path) if r[1] == "term") == [["h-0", "term"], ["h-1", "term"]]
+    assert not any(r[1] == "train" for r in records(tmp_path))  # a stop starts no later phase
     assert_gone(tmp_path / "pids")
+
+
+def test_a_killed_launcher_stops_every_host(tmp_path, ssh_stub):
+    """SIGKILL leaves the launcher no time to do anything: the ssh clients' stdin ends with it, and
+    each node launcher stops its job (SIGTERM: a checkpoint) instead of training on unattended."""
+    proc = start(tmp_path, ssh_stub, {"h_0_embed": "wait", "h_1_embed": "wait"})
+    wait_for_pids(tmp_path, proc, 4)
+    proc.kill()
+    try:
+        proc.communicate(timeout=30)  # stdout closes once every host's node launcher has exited
+    except subprocess.TimeoutExpired:
+        pass
+    assert_gone(tmp_path / "pids", within_s=20)
+    assert sorted(r for r in records(tmp_path) if r[1] == "term") == [["h-0", "term"], ["h-1", "term"]]

@@ -427,7 +427,12 @@ def _cell(text: str) -> str:
 
 
 def _code(text: str) -> str:
-    text = text.replace("|", "\\|")
+    """``text`` as code in a table cell. A type such as ``str | null`` becomes one code span per
+    alternative joined by an escaped pipe: a pipe inside a code span would end the cell on GitHub
+    and show its backslash on the site."""
+    if "|" in text:
+        sep = " \\| " if " | " in text else "\\|"
+        return sep.join(_code(part.strip()) for part in text.split("|"))
     return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 

@@ -24,4 +24,4 @@ def test_site_builds_strictly(tmp_path):
     assert "\\|" not in config
     # The quickstarts are included from the README, not copied.
     start = (site / "getting-started" / "index.html").read_text(encoding="utf-8")
-    assert "Quickstart 2" in start and "distill encode runs/my_student" in start
+    assert "Quickstart 2" in start and "my_corpus.yaml" in start

@@ -226,6 +226,15 @@ def _element_dataclass(tp: Any) -> type | None:
     return None
 
 
+def _optional_dataclass(tp: Any) -> type | None:
+    """The dataclass of an ``Optional[Dataclass]`` field, else None."""
+    if get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(get_args(tp)) == 2 and dataclasses.is_dataclass(args[0]):
+            return args[0]
+    return None
+
+
 def _default(f: dataclasses.Field) -> Any:
     if f.default is not dataclasses.MISSING:
         return f.default
@@ -250,6 +259,9 @@ def collect(cls: type, path: str = "", fallback: dict[str, str] | None = None) -
         if not f.init:
             continue
         tp = hints[f.name]
+        optional = _optional_dataclass(tp)  # Optional[Section]: its keys, under "null = off"
+        if optional is not None:
+            tp = optional
         key_path = f"{path}.{f.name}" if path else f.name
         comment = comments.get(f.name) or fallback.get(key_path, "")
         if dataclasses.is_dataclass(tp):
@@ -261,7 +273,8 @@ def collect(cls: type, path: str = "", fallback: dict[str, str] | None = None) -
             nested += sub
             if path:  # a nested section is also a key of its parent, pointing to its own table
                 first = sub[0].doc.split("\n\n")[0].replace("\n", " ")
-                section.keys.append(Key(key_path, "section", "", comment=comment or _rst_to_md(first)))
+                section.keys.append(Key(key_path, "section", "null" if optional else "",
+                                        comment=comment or _rst_to_md(first)))
             continue
         element = _element_dataclass(tp)
         if element is not None:
@@ -477,7 +490,8 @@ def render(sections: list[Section], extras: list[tuple[str, str]]) -> str:
             name = k.path.rsplit(".", 1)[-1] if "." in k.path else k.path
             if k.type == "section" or k.type.startswith("list of "):
                 target = k.path if k.type == "section" else k.path + "[]"
-                out.append(f"| `{name}` | [{k.type}](#{_anchor(target)}) | | | {_cell(k.comment)} |")
+                default = _code(k.default) if k.default else ""
+                out.append(f"| `{name}` | [{k.type}](#{_anchor(target)}) | {default} | | {_cell(k.comment)} |")
                 continue
             allowed = ", ".join(_code(a) for a in k.allowed)
             if allowed and k.allowed_keys:

@@ -116,6 +116,7 @@ class _Top:
     no: Literal["no", "yes"] = "no"
     items: list[_Item] = field(default_factory=list)
     inner: _Inner = field(default_factory=_Inner)
+    maybe: Optional[_Inner] = None
 
     def __post_init__(self) -> None:
         if self.kind not in REGISTRY:
@@ -127,7 +128,7 @@ class _Top:
 
 def test_generator_reads_types_defaults_choices_and_comments():
     sections = {s.path: s for s in gen.collect(_Top, "top")}
-    assert list(sections) == ["top", "top.items[]", "top.inner"]
+    assert list(sections) == ["top", "top.items[]", "top.inner", "top.maybe"]
     keys = {k.path: k for s in sections.values() for k in s.keys}
     kind = keys["top.kind"]
     assert (kind.type, kind.default, kind.allowed, kind.allowed_keys) == ("str", "alpha", ["alpha", "beta"], False)
@@ -143,6 +144,8 @@ def test_generator_reads_types_defaults_choices_and_comments():
     assert keys["top.items[].mode"].allowed == ["p", "q"]
     assert keys["top.inner.x"].comment == "Above the field, on two lines. and after it."
     assert sections["top.inner"].doc == "Inner section."
+    assert keys["top.maybe"].type == "section" and keys["top.maybe"].default == "null"
+    assert [k.path for k in sections["top.maybe"].keys] == ["top.maybe.x"]
     page = gen.render(gen.collect(_Top, "top"), [])
     assert "| `kind` | `str` | `alpha` | `alpha`, `beta` | Checked against a registry. |" in page
     assert "| `weights` | `dict[str, float]` | `{alpha: 1.0}` | keys: `alpha`, `beta` |" in page

@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 # from 13.5 to 9 minutes. 0 = no workers (one process, in file order).
 TEST_WORKERS ?= 2
 
-.PHONY: install train test lint bench mpnet clean-venv
+.PHONY: install train test lint bench mpnet clean-venv docs docs-serve docs-reference test-docs-long
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,22 @@ lint: install
 
 test: install lint
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# The documentation site (mkdocs.yml, docs/). make test already builds it with --strict
+# (tests/docs/test_site.py) and checks the generated reference pages and the docs' commands.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
+
+# Regenerate docs/reference/config.md and cli.md after changing the config schema or the CLI.
+docs-reference: install
+	$(PY) scripts/gen_reference.py
+
+# The docs' command blocks marked `long` (the demo's `make train`, ~10 min on 2 cores): not in make test.
+test-docs-long: install
+	DOCS_LONG=1 $(PY) -m pytest tests/docs/test_commands.py $(PYTEST_ARGS)
 
 bench: install
 	$(PY) bench/lattice.py

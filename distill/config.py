@@ -111,6 +111,7 @@ class KernelSkipSection:
     # gamma and ridge_lambda: among the settings whose validation cosine and R@1 both beat ridge in
     # the demo's SmolLM2 space, the best validation R@1 (README "Reaching ridge in the SmolLM2 space").
     features: int = 8192
+    # The RBF kernel's gamma: larger = a narrower, more local kernel.
     gamma: float = 1.0
     # Ridge regulariser of the closed-form fit (on the features).
     ridge_lambda: float = 0.3

@@ -82,6 +82,7 @@ class LatticeConfig:
     zero_init: bool = True
     # Channels of each input-face cell the input projection writes into (None = all channels).
     face_channels: Optional[int] = None
+    # Width of the vector written onto the input face; the student sets it from its input (0 = not set).
     input_dim: int = 0
     output_dim: int = 0
     # Activation checkpointing across steps (trade compute for memory).

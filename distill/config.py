@@ -183,8 +183,17 @@ class StudentSection:
 class TargetsSection:
     # store: teacher embeddings computed once and cached; online: teachers run inside the job.
     mode: Literal["store", "online"] = "store"
-    # Where the target store lives (shared by runs; entries are keyed by fingerprint).
+    # Where the target store lives (shared by runs, stages and corpora: a text is embedded once
+    # per teacher and prompt; see docs/concepts/target-store.md).
     store_dir: str = ".cache/targets"
+    # How stored rows are kept: float32, or float16 (half the disk; rows read back as float32).
+    dtype: Literal["float32", "float16"] = "float32"
+    # Rows per shard: the most a killed embedding loses per rank, and the unit ranks split.
+    shard_rows: int = 16384
+
+    def __post_init__(self):
+        if self.shard_rows < 1:
+            raise ValueError(f"shard_rows: must be >= 1, got {self.shard_rows!r}")
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from distill.config import Config
 from distill.data import Split, load_pairs, normalise_question, split_indices
 from distill.schema import ConfigError
-from distill.targets import Targets, compute_targets, teacher_input
+from distill.targets import Targets, config_targets, teacher_input
 
 ONLINE_STATS_SAMPLE = 1024  # training answers embedded at start for the standardisation statistics
 
@@ -165,8 +165,7 @@ def load_run_data(cfg: Config, progress: bool = True, mode: str | None = None, i
 
 
 def _stored(cfg: Config, questions, answers, split: Split, token_ids, progress: bool):
-    targets = compute_targets(cfg.teachers, questions, answers, cfg.targets.store_dir, device=pick_device(cfg),
-                              progress=progress, texts=cfg.data.task == "texts")
+    targets = config_targets(cfg, questions, answers, device=pick_device(cfg), progress=progress)
     inputs = token_ids if token_ids is not None else teacher_input(targets.q, cfg.input_names())
     train_t = targets.select(split.train)
     evals = {name: EvalSplit(idx, targets.select(idx), inputs[torch.as_tensor(idx)])

@@ -104,7 +104,8 @@ class RunData:
 def split_pairs(cfg: Config, questions: list[str]) -> Split:
     """The run's three splits, refused (``ConfigError`` naming the fraction, before any teacher runs
     or anything is written) when a split is empty or too small for the largest recall@k."""
-    split = split_indices(questions, cfg.data.holdout_fraction, cfg.data.validation_fraction, cfg.data.split_seed)
+    split = split_indices(questions, cfg.data.holdout_fraction, cfg.data.validation_fraction, cfg.data.split_seed,
+                          cfg.data.holdout_max, cfg.data.validation_max)
     k = max(cfg.eval.recall_at)
     for key, name, idx in (("data.validation_fraction", "validation", split.validation),
                            ("data.holdout_fraction", "test", split.test)):

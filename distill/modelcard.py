@@ -134,7 +134,9 @@ def render(enc, fmt: str, space: str, run_dir: Optional[Path], load_lines: str, 
     if cfg is not None:
         d = cfg.data
         sizes = ev.get("pairs") if ev else None
-        size = (", ".join(f"{k} {v}" for k, v in sizes.items()) if sizes else "not recorded")
+        order = ["train", "validation", "test"]
+        size = (", ".join(f"{k} {sizes[k]}" for k in sorted(sizes, key=lambda k: order.index(k) if k in order else 9))
+                if sizes else "not recorded")
         out += [f"- source: `{d.path}` (task: {d.task})", f"- size ({'texts' if d.task == 'texts' else 'pairs'} "
                 f"per split): {size}", ""]
     else:

@@ -72,8 +72,9 @@ def verify_export(root: str | os.PathLike, full: bool | None = None) -> None:
     root = Path(root)
     mf = root / MANIFEST_NAME
     if not mf.is_file():
-        raise ExportError(f"{root}: no {MANIFEST_NAME}, so the export cannot be verified (written before exports "
-                          f"carried one, or damaged): export the run again")
+        raise ExportError(f"{root}: no {MANIFEST_NAME}, so the export cannot be verified (damaged, or written before "
+                          f"exports carried one: to adopt such an export as it is, python -m distill.export.manifest "
+                          f"{root})")
     raw = mf.read_bytes()
     try:
         files = json.loads(raw)["files"]
@@ -122,4 +123,25 @@ def verify_export(root: str | os.PathLike, full: bool | None = None) -> None:
         pass
 
 
-__all__ = ["MANIFEST_NAME", "ExportError", "sha256_file", "verify_export", "write_manifest"]
+def main(argv: list[str] | None = None) -> int:
+    """``python -m distill.export.manifest DIR``: write the manifest of an export that has none (one
+    written before exports carried one), taking its files as they are."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1 or not Path(args[0]).is_dir():
+        print("usage: python -m distill.export.manifest EXPORT_DIR", file=sys.stderr)
+        return 2
+    if (Path(args[0]) / MANIFEST_NAME).exists():
+        print(f"error: {Path(args[0]) / MANIFEST_NAME} exists: verify_export checks it, nothing to adopt", file=sys.stderr)
+        return 2
+    doc = write_manifest(args[0])
+    print(f"wrote {Path(args[0]) / MANIFEST_NAME}: {len(doc['files'])} files")
+    return 0
+
+
+__all__ = ["MANIFEST_NAME", "ExportError", "main", "sha256_file", "verify_export", "write_manifest"]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

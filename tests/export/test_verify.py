@@ -75,6 +75,13 @@ def test_missing_manifest_or_file_is_refused(export_on):
         Encoder.from_pretrained(export_on)
 
 
+def test_an_old_export_without_manifest_can_be_adopted(export_off, capsys):
+    (export_off / "manifest.json").unlink()
+    assert manifest.main([str(export_off)]) == 0
+    Encoder.from_pretrained(export_off)
+    assert manifest.main([str(export_off)]) == 2  # never over an existing one
+
+
 def test_non_finite_output_is_an_error_not_a_row(tiny_bert, tmp_path):
     st = tiny_student(lattice=True)
     with torch.no_grad():

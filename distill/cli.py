@@ -1,4 +1,4 @@
-"""The ``distill`` command line: train, embed, eval, predict, encode, export, launch.
+"""The ``distill`` command line: train, embed, store, eval, predict, encode, export, launch.
 
 Exit status: 0 success, 2 bad input (config, data, arguments, run directory), 1 a failure while
 running (a failed write, diverged training), 75 training pre-empted by SIGTERM after a clean
@@ -45,6 +45,27 @@ def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
     p.add_argument("config", help="run config YAML")
     _add_overrides(p)
     p.set_defaults(func="distill.commands:cmd_embed")
+
+    p = sub.add_parser("store", help="list, verify or clean a target store",
+                       description="Inspect and maintain a target store (targets.store_dir).")
+    ssub = p.add_subparsers(dest="store_command", metavar="ACTION")
+    ssub.required = True
+    q = ssub.add_parser("ls", help="spaces (teacher x prompt role) with rows, bytes, last use; legacy entries")
+    q.add_argument("store_dir", help="the store directory (targets.store_dir)")
+    q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    q.set_defaults(func="distill.commands:cmd_store")
+    q = ssub.add_parser("verify", help="check every shard's sha256 (exit 1 if any is corrupt)")
+    q.add_argument("store_dir", help="the store directory (targets.store_dir)")
+    q.set_defaults(func="distill.commands:cmd_store")
+    q = ssub.add_parser("gc", help="remove leftovers and (with --keep) what no kept config uses; dry run by default",
+                        description="Remove temporaries and claims of dead writers and format-1 entries; with "
+                                    "--keep, also spaces and shards that none of the given configs use. Lists "
+                                    "what would go unless --apply.")
+    q.add_argument("store_dir", help="the store directory (targets.store_dir)")
+    q.add_argument("--keep", nargs="+", default=None, metavar="CONFIG",
+                   help="run configs whose targets stay (every stage of each); everything else may go")
+    q.add_argument("--apply", action="store_true", help="remove (default: only list)")
+    q.set_defaults(func="distill.commands:cmd_store")
 
     p = sub.add_parser("eval", help="evaluate a trained run against the baselines",
                        description="Metrics table per teacher space, with identity and ridge baselines.")

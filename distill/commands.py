@@ -71,18 +71,23 @@ def cmd_embed(args) -> int:
 
 def _embed(cfg: Config) -> int:
     from distill.rundata import load_examples, pick_device
-    from distill.targets import compute_targets
+    from distill.targets import config_targets
 
     # Bad split fractions fail in load_examples, before any store entry.
     questions, answers, _ = load_examples(cfg)
     texts = cfg.data.task == "texts"
-    targets = compute_targets(cfg.teachers, questions, answers, cfg.targets.store_dir, device=pick_device(cfg),
-                              progress=cfg.logging.progress, texts=texts)
-    if int(os.environ.get("RANK", "0")) != 0:  # every rank took part; one reports
+    stats: dict = {}
+    targets = config_targets(cfg, questions, answers, device=pick_device(cfg), views=True, stats=stats)
+    rank = int(os.environ.get("RANK", "0"))
+    embedded = sum(stats.get("embedded_rows", {}).values())
+    if rank != 0:  # every rank took part; one reports the result, each its own work
+        print(f"rank {rank}: rows embedded now (this process): {embedded}")
         return 0
     what = "texts" if texts else "questions and answers"
     for name, d in targets.dims.items():
         print(f"{name}: {len(questions)} {what}, dim {d}, store {cfg.targets.store_dir}")
+    print(f"rows embedded now (this process): {embedded}; rows already stored: "
+          f"{sum(stats.get('cached_rows', {}).values())}")
     return 0
 
 
@@ -152,7 +157,7 @@ def _other_data(cfg: Config, student, path: str):
     """``distill eval --data FILE``: every pair of another file, its targets through the store."""
     from distill.data import load_pairs
     from distill.rundata import token_inputs
-    from distill.targets import compute_targets, teacher_input
+    from distill.targets import config_targets, teacher_input
 
     data_cfg = replace(cfg.data, path=path, format="auto", categories=None, max_pairs=None)
     texts = cfg.data.task == "texts"
@@ -163,8 +168,7 @@ def _other_data(cfg: Config, student, path: str):
     else:
         other = load_pairs(data_cfg).dataset
         eq, ea = list(other["question"]), list(other["answer"])
-    eval_t = compute_targets(cfg.teachers, eq, ea, cfg.targets.store_dir, progress=cfg.logging.progress,
-                             texts=texts)
+    eval_t = config_targets(cfg, eq, ea)
     x = token_inputs(cfg, eq)[0] if student.input_mode == "tokens" else teacher_input(eval_t.q, student.input_teachers)
     return x, eval_t, len(eq)
 
@@ -207,4 +211,74 @@ def cmd_predict(args) -> int:
     for h in hits:
         print(f"{h['rank']:>2}. [{h['score']:.3f}] {h['answer']}")
     print(json.dumps({"question": args.question, "answers": hits}))
+    return 0
+
+
+def _kept_spaces(configs: list[str]) -> dict:
+    """{space id: content keys} every stage of every kept config uses (no teacher is loaded)."""
+    import numpy as np
+
+    from distill.rundata import load_examples
+    from distill.stages import load_stages
+    from teachers.store import request_spaces
+
+    keep: dict = {}
+    for path in configs:
+        for cfg in load_stages(path):
+            questions, answers, _ = load_examples(cfg)
+            fields = {"text": questions} if cfg.data.task == "texts" else {"question": questions, "answer": answers}
+            for sid, keys in request_spaces(cfg.teachers, fields, cfg.targets.dtype).items():
+                keep[sid] = np.concatenate([keep[sid], keys]) if sid in keep else keys
+    return keep
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_store(args) -> int:
+    """``distill store ls|verify|gc STORE_DIR``."""
+    from teachers.store import TargetStore, describe, gc_apply, gc_plan, verify
+
+    root = Path(args.store_dir)
+    if not root.is_dir():
+        raise RunDirError(f"store directory {root} does not exist")
+    store = TargetStore(root)
+    if args.store_command == "ls":
+        d = describe(store)
+        if getattr(args, "json", False):
+            print(json.dumps(d, indent=2))
+            return 0
+        print(f"{'space':<14}{'teacher':<12}{'role':<8}{'dim':>5} {'dtype':<8}{'shards':>7}{'rows':>10}"
+              f"{'bytes':>11}  last used")
+        for s in d["spaces"]:
+            print(f"{s['space'][:12]:<14}{s['teacher']:<12}{s['role']:<8}{s['dim'] or '?':>5} {s['dtype'] or '?':<8}"
+                  f"{s['shards']:>7}{s['rows']:>10}{_human(s['bytes']):>11}  {s['last_used'] or 'never'}")
+        for e in d["legacy"]:
+            print(f"legacy format-1 entry {e['entry'][:12]} ({_human(e['bytes'])}): not read; "
+                  "`distill store gc --apply` removes it")
+        if not d["spaces"] and not d["legacy"]:
+            print(f"{root}: empty store")
+        return 0
+    if args.store_command == "verify":
+        bad = verify(store)
+        n = sum(len(sp.shard_names()) for sp in store.spaces())
+        for sid, shard, why in bad:
+            print(f"corrupt: space {sid[:12]} shard {shard}: {why}")
+        print(f"{n} shards checked, {len(bad)} corrupt" + (" (the next run that needs them re-embeds them)"
+                                                           if bad else ""))
+        return 1 if bad else 0
+    keep = _kept_spaces(args.keep) if args.keep else None
+    plan = gc_plan(store, keep)
+    for path, why in plan:
+        print(f"{'remove' if args.apply else 'would remove'}: {path} ({why})")
+    if args.apply:
+        freed = gc_apply(plan)
+        print(f"{len(plan)} removed, {_human(freed)} freed")
+    else:
+        print(f"{len(plan)} to remove; dry run, nothing removed (add --apply)")
     return 0

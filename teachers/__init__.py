@@ -10,7 +10,17 @@ See teachers/README.md for adding a teacher or a pooling.
 from .pooling import POOLERS, POOLING_CODE_VERSION, pool
 from .source import TeacherSourceError, resolve_model_source, weights_identity
 from .spec import TeacherSpec
-from .store import TargetStore, build_targets, field_role, fingerprint, fingerprint_inputs, texts_digest
+from .store import (
+    RowView,
+    StoreError,
+    TargetStore,
+    build_targets,
+    field_role,
+    space_id,
+    space_inputs,
+    text_keys,
+    texts_digest,
+)
 from .teacher import (
     AUTO_ZERO3_MIN_BYTES,
     Teacher,
@@ -24,6 +34,8 @@ __all__ = [
     "AUTO_ZERO3_MIN_BYTES",
     "POOLERS",
     "POOLING_CODE_VERSION",
+    "RowView",
+    "StoreError",
     "TargetStore",
     "Teacher",
     "TeacherPool",
@@ -32,11 +44,12 @@ __all__ = [
     "build_targets",
     "choose_shard",
     "field_role",
-    "fingerprint",
-    "fingerprint_inputs",
     "load_teacher",
     "pool",
     "resolve_model_source",
+    "space_id",
+    "space_inputs",
+    "text_keys",
     "texts_digest",
     "weights_identity",
     "zero3_inference_config",

@@ -69,6 +69,7 @@ def test_other_space_and_force(exports, tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))
 
 
+@pytest.mark.slow  # a subprocess / a torch.onnx export (~20 s)
 def test_lattice_off_sentence_transformers_loads_with_no_project_code(exports, tmp_path):
     run, out = exports[False], tmp_path / "st"
     assert export(run, "sentence-transformers", out) == 0
@@ -106,6 +107,7 @@ def test_model2vec_round_trip_and_refusal(exports, tmp_path, capsys):
     assert not (tmp_path / "no").exists() and not list(tmp_path.glob(".tmp-*"))
 
 
+@pytest.mark.slow  # a subprocess / a torch.onnx export (~20 s)
 @pytest.mark.parametrize("lattice", [True, False], ids=["lattice-on", "lattice-off"])
 def test_onnx_round_trip(exports, lattice, tmp_path):
     import onnxruntime as ort

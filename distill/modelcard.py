@@ -94,7 +94,7 @@ def render(enc, fmt: str, space: str, run_dir: Optional[Path], load_lines: str, 
              "tags:", "- sentence-similarity", "- feature-extraction", "- lattice-distill", "- distillation"]
     if fmt == "sentence-transformers":
         front.append("- sentence-transformers")
-    if base and not Path(base).is_absolute():
+    if base and ":" not in base and base.count("/") == 1 and not Path(base).exists():  # a hub id, not a path
         front.append(f"base_model: {base}")
     front.append("---")
     out = front + ["", f"# {name}: a distilled {'Lattice3D' if lattice else 'static'} text encoder ({fmt})", "",

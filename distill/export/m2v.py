@@ -13,6 +13,7 @@ and within that length the two agree to float32 rounding.
 
 from __future__ import annotations
 
+import logging
 import os
 
 from distill.encoder import Encoder
@@ -42,7 +43,13 @@ def write(enc: Encoder, out: str | os.PathLike, space: str) -> None:
                                                                       "architectures": ["StaticModel"],
                                                                       "hidden_dim": enc.config.heads[space]},
                         normalize=True, max_length=enc.config.max_tokens)
-    model.save_pretrained(out)
+    log = logging.getLogger("model2vec")  # "Saved model to <the temporary directory>": not where it ends up
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        model.save_pretrained(out)
+    finally:
+        log.setLevel(level)
 
 
 __all__ = ["refuse", "write"]

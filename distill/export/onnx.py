@@ -19,11 +19,14 @@ dimension, ``max_tokens``, pad id, no special tokens).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
+import logging
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -87,6 +90,22 @@ class SentenceGraph(nn.Module):
         return nn.functional.normalize(self.head(z), dim=-1)
 
 
+@contextlib.contextmanager
+def _quiet():
+    """The exporter's notes (torchvision ops skipped, axis names, optimiser passes) are not the user's."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnx_ir", "onnxscript")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def write(enc: Encoder, out: str | os.PathLike, space: str) -> None:
     try:
         import onnx  # noqa: F401  (torch.onnx.export needs onnx and onnxscript)
@@ -99,7 +118,7 @@ def write(enc: Encoder, out: str | os.PathLike, space: str) -> None:
     ids = torch.tensor([[1996, 2003, 1037, 3231, 1012], [7592, 2088, 0, 0, 0]]) % enc.config.vocab_size
     mask = (torch.arange(5) < torch.tensor([[5], [2]])).long()
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
-    with torch.no_grad():
+    with torch.no_grad(), _quiet():
         program = torch.onnx.export(graph, (ids, mask), dynamo=True, opset_version=OPSET,
                                     input_names=["input_ids", "attention_mask"], output_names=["sentence_embedding"],
                                     dynamic_shapes={"input_ids": {0: batch, 1: length},

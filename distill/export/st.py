@@ -23,6 +23,7 @@ Both tokenise as the Encoder does (the export's ``tokenizer.json``, no special t
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -134,7 +135,13 @@ def write(enc: Encoder, out: str | os.PathLike, space: str) -> None:
     else:
         first = LatticeStudentModule(enc, space)
     model = SentenceTransformer(modules=[first, Normalize()], device="cpu")
-    model.save(str(out), create_model_card=False)
+    log = logging.getLogger("sentence_transformers")  # "Saving model to <the temporary directory>"
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        model.save(str(out), create_model_card=False)
+    finally:
+        log.setLevel(level)
 
 
 __all__ = ["LatticeStudentModule", "folded_table", "write"]

@@ -25,7 +25,6 @@ class Targets:
         idx_t = torch.as_tensor(idx, dtype=torch.long)
 
         def sel(v):  # a store view stays a view; a tensor is indexed
-            # torch.Tensor has a select(dim, index) of its own: test for the tensor, not the method
             return v[idx_t] if isinstance(v, torch.Tensor) else v.select(np.asarray(idx, dtype=np.int64))
 
         return Targets({k: sel(v) for k, v in self.q.items()}, {k: sel(v) for k, v in self.a.items()})

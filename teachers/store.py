@@ -214,6 +214,17 @@ class Space:
                 return f"{fname} is {p.stat().st_size} bytes, shard.json says {want.get('size')}"
             if sha256_file(p) != want.get("sha256"):
                 return f"sha256 of {fname} differs from shard.json"
+        # Bytes as recorded, but they must also be the arrays a shard holds (never objects: a
+        # pickled payload is not read, let alone run).
+        rows, dim = meta.get("rows"), meta.get("dim")
+        for fname, shape, dtypes in (("keys.npy", (rows,), (KEY_DTYPE,)),
+                                     ("emb.npy", (rows, dim), tuple(np.dtype(x) for x in DTYPES))):
+            try:
+                _off, got_shape, got_dtype = _npy_data_offset(d / fname)
+            except (OSError, ValueError) as err:
+                return f"{fname} is not a .npy array ({err})"
+            if tuple(got_shape) != shape or got_dtype not in dtypes:
+                return f"{fname} holds {got_dtype} {tuple(got_shape)}, expected {shape} of {dtypes[0]}"
         return None
 
     def _verified(self) -> dict:

@@ -1,4 +1,4 @@
-"""The ``distill`` command line: train, embed, store, eval, predict, encode, launch.
+"""The ``distill`` command line: train, embed, store, eval, predict, encode, export, launch.
 
 Exit status: 0 success, 2 bad input (config, data, arguments, run directory), 1 a failure while
 running (a failed write, diverged training), 75 training pre-empted by SIGTERM after a clean
@@ -92,6 +92,19 @@ def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward (default 64)")
     p.set_defaults(func="distill.encoder:cmd_encode")
     # --- end encode ---
+    # --- export (standalone students; distill/export/) ---
+    p = sub.add_parser("export", help="export a standalone student for sentence-transformers, Model2Vec or ONNX",
+                       description="Write a run's standalone student as a sentence-transformers directory, a "
+                                   "Model2Vec model (lattice off only) or an ONNX graph, with a model card and a "
+                                   "manifest.")
+    p.add_argument("run_dir", help="a run directory (runs/<name>) or an exported student directory")
+    p.add_argument("--format", required=True, choices=["sentence-transformers", "model2vec", "onnx"],
+                   help="the export format")
+    p.add_argument("--output", required=True, help="the directory to write (written aside, renamed into place)")
+    p.add_argument("--space", default=None, help="teacher space to export (default: the input teacher's)")
+    p.add_argument("--force", action="store_true", help="replace an existing --output directory")
+    p.set_defaults(func="distill.export.cli:cmd_export")
+    # --- end export ---
 
     p = sub.add_parser("launch", help="compose and run accelerate launch for local, multi-node or SLURM runs",
                        description="Compose the accelerate launch command(s) for a run and run them.")

@@ -53,6 +53,7 @@ from fileio import (
     temp_path,
     write_dir_atomic,
     write_json_atomic,
+    write_text_atomic,
 )
 
 from . import distributed as tdist
@@ -327,8 +328,7 @@ class Space:
     def touch_used(self) -> None:
         p = self.dir / "last_used"
         try:
-            p.touch()
-            os.utime(p)
+            p.touch()  # updates the mtime of an existing file too
         except OSError:
             pass
 
@@ -397,8 +397,7 @@ class RowView:
 
     def select(self, idx) -> RowView:
         idx = np.asarray(idx, dtype=np.int64)
-        v = RowView(self.shards_dir, self.names, self.shard[idx], self.row[idx], self.dim, self.store_dtype)
-        return v
+        return RowView(self.shards_dir, self.names, self.shard[idx], self.row[idx], self.dim, self.store_dtype)
 
     def blocks(self, size: int = 8192):
         """Yield ``(start, float32 rows)`` in order, ``size`` rows at a time."""
@@ -453,8 +452,6 @@ class TargetStore:
     def _init_dir(self) -> None:
         if not (self.root / FORMAT_FILE).is_file():
             self.root.mkdir(parents=True, exist_ok=True)
-            from fileio import write_text_atomic
-
             write_text_atomic(self.root / FORMAT_FILE, f"{STORE_FORMAT_VERSION}\n")
 
     def space(self, sid: str) -> Space:

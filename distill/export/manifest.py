@@ -22,20 +22,14 @@ import os
 import uuid
 from pathlib import Path
 
+from fileio import sha256_file
+
 MANIFEST_NAME = "manifest.json"
 FORMAT = 1
 
 
 class ExportError(ValueError):
     """An export that is damaged, incomplete, or cannot express the student (the CLI: one line, exit 2)."""
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_manifest(root: str | os.PathLike) -> dict:

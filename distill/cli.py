@@ -46,6 +46,37 @@ def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
     _add_overrides(p)
     p.set_defaults(func="distill.commands:cmd_embed")
 
+    _add_store(sub)
+
+    p = sub.add_parser("eval", help="evaluate a trained run against the baselines",
+                       description="Metrics table per teacher space, with identity and ridge baselines.")
+    p.add_argument("run_dir", help="a run directory (runs/<name>)")
+    p.add_argument("--data", help="evaluate this pairs file (a texts file for a data.task=texts run) as a test split instead of the run's validation and test splits")
+    p.add_argument("--out", help="write the JSON here (default: RUN_DIR/eval.json)")
+    p.set_defaults(func="distill.commands:cmd_eval")
+
+    p = sub.add_parser("predict", help="nearest answers from the training answer bank",
+                       description="Top-k answers from the run's training answer bank for a question.")
+    p.add_argument("run_dir", help="a run directory (runs/<name>)")
+    p.add_argument("question", help="the question text")
+    p.add_argument("-k", "--top-k", type=int, default=5, help="how many answers (default 5)")
+    p.set_defaults(func="distill.commands:cmd_predict")
+
+    _add_standalone(sub)
+
+    p = sub.add_parser("launch", help="compose and run accelerate launch for local, multi-node or SLURM runs",
+                       description="Compose the accelerate launch command(s) for a run and run them.")
+    p.add_argument("config", help="run config YAML")
+    p.set_defaults(func="launch.cli:cmd_launch", launch_parser=p)
+    if launch_options:
+        from launch.cli import add_launch_arguments
+
+        add_launch_arguments(p)
+    return parser
+
+
+def _add_store(sub) -> None:
+    """``distill store ls|verify|gc``."""
     p = sub.add_parser("store", help="list, verify or clean a target store",
                        description="Inspect and maintain a target store (targets.store_dir).")
     ssub = p.add_subparsers(dest="store_command", metavar="ACTION")
@@ -67,20 +98,9 @@ def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
     q.add_argument("--apply", action="store_true", help="remove (default: only list)")
     q.set_defaults(func="distill.commands:cmd_store")
 
-    p = sub.add_parser("eval", help="evaluate a trained run against the baselines",
-                       description="Metrics table per teacher space, with identity and ridge baselines.")
-    p.add_argument("run_dir", help="a run directory (runs/<name>)")
-    p.add_argument("--data", help="evaluate this pairs file (a texts file for a data.task=texts run) as a test split instead of the run's validation and test splits")
-    p.add_argument("--out", help="write the JSON here (default: RUN_DIR/eval.json)")
-    p.set_defaults(func="distill.commands:cmd_eval")
 
-    p = sub.add_parser("predict", help="nearest answers from the training answer bank",
-                       description="Top-k answers from the run's training answer bank for a question.")
-    p.add_argument("run_dir", help="a run directory (runs/<name>)")
-    p.add_argument("question", help="the question text")
-    p.add_argument("-k", "--top-k", type=int, default=5, help="how many answers (default 5)")
-    p.set_defaults(func="distill.commands:cmd_predict")
-
+def _add_standalone(sub) -> None:
+    """``distill encode`` and ``distill export`` (standalone students)."""
     # --- encode (standalone students; distill/encoder.py) ---
     p = sub.add_parser("encode", help="embed texts with an exported standalone student (no teacher)",
                        description="Embed texts with a run's exported standalone student; writes an (N, d) "
@@ -105,16 +125,6 @@ def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing --output directory")
     p.set_defaults(func="distill.export.cli:cmd_export")
     # --- end export ---
-
-    p = sub.add_parser("launch", help="compose and run accelerate launch for local, multi-node or SLURM runs",
-                       description="Compose the accelerate launch command(s) for a run and run them.")
-    p.add_argument("config", help="run config YAML")
-    p.set_defaults(func="launch.cli:cmd_launch", launch_parser=p)
-    if launch_options:
-        from launch.cli import add_launch_arguments
-
-        add_launch_arguments(p)
-    return parser
 
 
 def _resolve(spec: str):

@@ -47,7 +47,7 @@ def _run_info(run_dir: Optional[Path]) -> dict:
     if run_dir is None:
         return info
     try:
-        from distill.commands import load_run
+        from distill.runs import load_run
 
         cfg, _ = load_run(run_dir)
         info["cfg"] = cfg
@@ -102,6 +102,39 @@ def render(enc, fmt: str, space: str, run_dir: Optional[Path], load_lines: str, 
                    f"from its teachers into one small encoder: it needs no teacher at query time. This export "
                    f"outputs the **{space}** space ({c.heads[space]} dimensions, L2-normalised).", "",
                    "## Use it", "", "```python", load_lines.rstrip(), "```", "", files_note.rstrip(), ""]
+    out += _student_section(enc, space)
+    out += _run_sections(cfg, ev, info, c)
+    out += ["## Evaluation", ""]
+    tables = _eval_tables(ev, cfg) if ev else None
+    if tables:
+        out += ["The run's tables (`distill eval`): the student against the identity and ridge baselines, per "
+                "teacher space. Validation chose the checkpoint; test was evaluated once, at the end.", "",
+                "```text", tables.rstrip(), "```", ""]
+    else:
+        out += ["No `eval.json` in the run directory: not evaluated here.", ""]
+
+    out += ["## Speed", ""]
+    if speed:
+        import torch
+
+        out += [f"{speed:,.0f} texts/s through the torch `Encoder` (batch 64, short sentences, "
+                f"{torch.get_num_threads()} threads) on the machine that exported it. `bench/export.py` compares "
+                f"torch, ONNX Runtime and Model2Vec properly.", ""]
+    else:
+        out += ["Not measured at export; run `bench/export.py`.", ""]
+
+    out += ["## Reproduce", "", "```bash", "pip install 'lattice-distill[export]'"]
+    if run_dir is not None and info.get("config_text"):
+        out.append(f"distill train {run_dir}/config.yaml --set run.name={name}-again   # the run's resolved config")
+    out += [f"distill export {run_dir if run_dir is not None else enc.path} --format {fmt} --output DIR"
+            + (f" --space {space}" if space != c.input_teacher else ""), "```", ""]
+    return "\n".join(out)
+
+
+def _student_section(enc, space: str) -> list[str]:
+    c = enc.config
+    lattice = c.lattice is not None
+    out: list[str] = []
     out += ["## The student", "",
             "| | |", "|---|---|",
             f"| kind | standalone token student, lattice {'on' if lattice else 'off'} |",
@@ -116,7 +149,12 @@ def render(enc, fmt: str, space: str, run_dir: Optional[Path], load_lines: str, 
                    f"overflow {c.overflow} |")
     params = sum(p.numel() for p in enc.student.parameters())
     out += [f"| parameters | {params:,} |", ""]
+    return out
 
+
+def _run_sections(cfg, ev, info: dict, c) -> list[str]:
+    """Teachers, data and recipe: from the run directory when it was available."""
+    out: list[str] = []
     out += ["## Teachers", ""]
     if cfg is not None:
         out += ["| name | model | pooling | fingerprint |", "|---|---|---|---|"]
@@ -156,32 +194,7 @@ def render(enc, fmt: str, space: str, run_dir: Optional[Path], load_lines: str, 
                     info["config_text"].rstrip(), "```", "", "</details>", ""]
     else:
         out += ["Not recorded.", ""]
-
-    out += ["## Evaluation", ""]
-    tables = _eval_tables(ev, cfg) if ev else None
-    if tables:
-        out += ["The run's tables (`distill eval`): the student against the identity and ridge baselines, per "
-                "teacher space. Validation chose the checkpoint; test was evaluated once, at the end.", "",
-                "```text", tables.rstrip(), "```", ""]
-    else:
-        out += ["No `eval.json` in the run directory: not evaluated here.", ""]
-
-    out += ["## Speed", ""]
-    if speed:
-        import torch
-
-        out += [f"{speed:,.0f} texts/s through the torch `Encoder` (batch 64, short sentences, "
-                f"{torch.get_num_threads()} threads) on the machine that exported it. `bench/export.py` compares "
-                f"torch, ONNX Runtime and Model2Vec properly.", ""]
-    else:
-        out += ["Not measured at export; run `bench/export.py`.", ""]
-
-    out += ["## Reproduce", "", "```bash", "pip install 'lattice-distill[export]'"]
-    if run_dir is not None and info.get("config_text"):
-        out.append(f"distill train {run_dir}/config.yaml --set run.name={name}-again   # the run's resolved config")
-    out += [f"distill export {run_dir if run_dir is not None else enc.path} --format {fmt} --output DIR"
-            + (f" --space {space}" if space != c.input_teacher else ""), "```", ""]
-    return "\n".join(out)
+    return out
 
 
 __all__ = ["measure_speed", "render", "teacher_fingerprint"]

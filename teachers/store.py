@@ -600,6 +600,13 @@ def _space_dim(emb: _Embedder, sp: Space) -> int:
     return dim if dim is not None else int(emb.get().dim)
 
 
+def _init_space(store: TargetStore, sp: Space, inputs: Mapping[str, Any], meta: Mapping[str, Any]) -> None:
+    """Create the store (its FORMAT file) and the space only once there is a row to write: a job
+    that fails before (a teacher that does not load) leaves no trace."""
+    store._init_dir()
+    sp.ensure(inputs, meta)
+
+
 def _ensure(store: TargetStore, req: _Request, texts: Sequence[str], emb: _Embedder, st: dict) -> RowView:
     """Check the space (corrupt shards go), embed what is missing, open the view (every rank)."""
     sp = store.space(req.space)
@@ -617,7 +624,7 @@ def _ensure(store: TargetStore, req: _Request, texts: Sequence[str], emb: _Embed
     if cached < len(texts):
         dim = _space_dim(emb, sp)
         meta = {"teacher": req.spec.name, "model": str(req.spec.model), "dim": dim, "dtype": req.inputs["dtype"]}
-        tdist.run_on_main(sp.ensure, req.inputs, meta)
+        tdist.run_on_main(_init_space, store, sp, req.inputs, meta)
         _fill(store, req, texts, emb, st)
     view = _open_view(store, req)
     if tdist.is_main():
@@ -650,12 +657,13 @@ def build_targets(specs: Sequence[TeacherSpec], fields: Mapping[str, Sequence[st
     if tdist.is_distributed() and any(d != digest for d in tdist.all_gather_object(digest)):
         raise ValueError("fields: every rank must pass the same texts to build_targets")
     if tdist.is_main():
-        store._init_dir()
         store.clean_temps()
     tdist.barrier()
+    # Every teacher's weights are identified (and a bad source refused) before any teacher runs:
+    # a config whose second teacher cannot load writes nothing for the first.
+    wids = [weights_identity(spec.model, spec.revision, teacher=spec.name) for spec in specs]
     views = {}
-    for spec in specs:
-        wid = weights_identity(spec.model, spec.revision, teacher=spec.name)
+    for spec, wid in zip(specs, wids):
         emb = _Embedder(spec, device, ds_config, progress)
         try:
             for fname, texts in fields.items():

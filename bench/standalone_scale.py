@@ -28,6 +28,7 @@ potion-base-8M, in the same process and on the same data:
         300k=/work/cache/runs/sc-300k 100k-static=/work/cache/runs/sc-100k-static
         # -> bench/results/standalone_scale.json, docs/img/standalone_scale.png
     python bench/standalone_scale.py --quick --runs ...   # small subsets, smoke test (< 1 min)
+    python bench/standalone_scale.py --replot bench/results/standalone_scale.json   # PNG only
 """
 
 from __future__ import annotations
@@ -237,8 +238,10 @@ def plot(results: dict, path: Path) -> None:
             ax.plot([t[0] for t in lat], [t[1] for t in lat], "o-", color="C0", label="student (lattice)")
         if sta:
             ax.plot([t[0] for t in sta], [t[1] for t in sta], "s", color="C3", label="student (static, no lattice)")
-        for n, v, k in lat + sta:
+        for n, v, k in lat:
             ax.annotate(k, (n, v), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        for n, v, k in sta:  # left of the point: a lattice run at the same N is labelled right of it
+            ax.annotate(k, (n, v), textcoords="offset points", xytext=(-6, -3), fontsize=7, color="C3", ha="right")
         ax.axhline(get(rows[MINILM]), color="k", ls="--", lw=1, label="MiniLM (teacher)")
         ax.axhline(get(rows[POTION]), color="C2", ls=":", lw=1.5, label="potion-base-8M")
         ax.set_xscale("log")
@@ -288,13 +291,23 @@ def parse_runs(items: list[str]) -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", nargs="+", required=True, metavar="NAME=PATH", help="student dirs or run dirs")
+    ap.add_argument("--runs", nargs="+", metavar="NAME=PATH", help="student dirs or run dirs")
+    ap.add_argument("--replot", type=Path, metavar="JSON", help="only redraw the PNG (and the table) from a results JSON")
     ap.add_argument("--quick", action="store_true", help="small subsets, 1 speed round (smoke test)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved speed rounds")
     ap.add_argument("--out", type=Path, default=None, help=f"JSON (default {OUT.relative_to(ROOT)}; "
                                                            f"--quick: under {QUICK_DIR.relative_to(ROOT)})")
     ap.add_argument("--plot", type=Path, default=None, help=f"PNG (default {PLOT.relative_to(ROOT)})")
     args = ap.parse_args(argv)
+    if args.replot:
+        results = json.loads(args.replot.read_text())
+        png = args.plot or PLOT
+        plot(results, png)
+        print_table(results)
+        print(f"\nwrote {png}")
+        return 0
+    if not args.runs:
+        ap.error("--runs is required (or --replot JSON)")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     try:

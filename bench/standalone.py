@@ -561,10 +561,14 @@ def _potion():
     return StaticModel.from_pretrained(str(POTION)) if POTION.is_dir() else None
 
 
-def interleaved_speed(fns: dict, batch_texts: list[str], single_texts: list[str], rounds: int) -> dict:
+def interleaved_speed(fns: dict, batch_texts: list[str], single_texts: list[str], rounds: int,
+                      modes: dict | None = None, reference: str = "(a) MiniLM teacher") -> dict:
     """texts/s of each ``fns[name](texts, batch_size)`` at batch 64 on 2 and 1 threads and batch 1
-    on 1 thread, in interleaved rounds (median), plus each mode's ratio to the MiniLM teacher."""
-    modes = {"b64_t2": (batch_texts, 64, 2), "b64_t1": (batch_texts, 64, 1), "b1_t1": (single_texts, 1, 1)}
+    on 1 thread, in interleaved rounds (median), plus each mode's ratio to the MiniLM teacher.
+    ``modes`` (name -> (texts, batch, threads)) replaces those three; ``reference`` names the
+    entry of ``fns`` the ratios divide by."""
+    if modes is None:
+        modes = {"b64_t2": (batch_texts, 64, 2), "b64_t1": (batch_texts, 64, 1), "b1_t1": (single_texts, 1, 1)}
     speed: dict = {k: {m: [] for m in modes} for k in fns}
     for _ in range(rounds):
         for k, fn in fns.items():
@@ -573,7 +577,7 @@ def interleaved_speed(fns: dict, batch_texts: list[str], single_texts: list[str]
     speed = {k: {m: statistics.median(v) for m, v in d.items()} for k, d in speed.items()}
     for k in speed:
         for m in modes:
-            speed[k][m + "_x_minilm"] = speed[k][m] / speed["(a) MiniLM teacher"][m]
+            speed[k][m + "_x_minilm"] = speed[k][m] / speed[reference][m]
     return speed
 
 

@@ -1,0 +1,71 @@
+"""bench/standalone_scale.py: the order probe's swap and where N (the corpus size) is read from."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import yaml
+
+from bench.standalone_scale import corpus_size, order_pairs, swap_two_words
+
+
+def _words(t):
+    return [p for p in re.split(r"(\s+)", t) if p and not p.isspace()]
+
+
+def test_swap_exchanges_exactly_two_different_words_and_nothing_else():
+    rng = random.Random(0)
+    text = "The  quick brown\tfox jumps over the lazy dog."
+    for _ in range(50):
+        out = swap_two_words(text, rng)
+        assert len(out) == len(text)
+        # the whitespace runs stay where they were
+        assert re.findall(r"\s+", out) == re.findall(r"\s+", text)
+        a, b = _words(text), _words(out)
+        diff = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+        assert len(diff) == 2
+        i, j = diff
+        assert (b[i], b[j]) == (a[j], a[i])
+
+
+def test_no_swap_without_two_different_words():
+    rng = random.Random(0)
+    assert swap_two_words("hello", rng) is None
+    assert swap_two_words("no no  no", rng) is None
+    assert swap_two_words("a a b", rng) in ("b a a", "a b a")
+
+
+def test_order_pairs_fixed_seed():
+    sents = [f"sentence number {i} has five words" for i in range(40)] + ["too short"]
+    p1, p2 = order_pairs(sents, 10, seed=0), order_pairs(sents, 10, seed=0)
+    assert p1 == p2 and len(p1) == 10
+    assert all(s != t and sorted(s.split()) == sorted(t.split()) for s, t in p1)
+    assert order_pairs(sents, 10, seed=1) != p1
+
+
+def _stage(path, data, init_from=None):
+    path.mkdir()
+    cfg = {"data": data, "student": {"init_from": str(init_from) if init_from else None}}
+    (path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (path / "student").mkdir()
+    return path
+
+
+def test_corpus_size_follows_init_from_back_to_the_corpus_stage(tmp_path):
+    c = _stage(tmp_path / "r-corpus", {"path": "corpus.jsonl.gz", "max_pairs": 12345})
+    d = _stage(tmp_path / "r-dolly", {"path": "builtin:dolly_open_qa", "max_pairs": None}, c / "student")
+    f = _stage(tmp_path / "r", {"path": "builtin:dolly_open_qa", "max_pairs": None}, d / "student")
+    got = corpus_size(f)
+    assert got["n"] == 12345 and "r-corpus" in got["from"]
+
+
+def test_corpus_size_reads_stages0_when_the_config_has_stages(tmp_path):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(
+        {"data": {"path": "builtin:dolly_open_qa"}, "stages": [{"data": {"max_pairs": 777}}, {"data": {}}]}))
+    assert corpus_size(tmp_path)["n"] == 777
+
+
+def test_no_corpus_stage_gives_none(tmp_path):
+    f = _stage(tmp_path / "r", {"path": "builtin:dolly_open_qa", "max_pairs": None})
+    assert corpus_size(f)["n"] is None

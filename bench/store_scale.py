@@ -100,14 +100,14 @@ def worker(args) -> None:
     from teachers import TargetStore, build_targets
 
     base = rss_mb()
-    texts = read_texts(args.n)
+    texts = read_texts(args.count)
     after_texts = rss_mb()
     stats: dict = {}
     t0 = time.perf_counter()
     views = build_targets([spec(Path(args.model))], {"text": texts}, TargetStore(args.store, shard_rows=args.shard_rows),
                           progress=False, stats=stats)
     secs = time.perf_counter() - t0
-    out = {"n": args.n, "seconds": secs, "peak_rss_mb": peak_rss_mb(), "rss_start_mb": base,
+    out = {"n": args.count, "seconds": secs, "peak_rss_mb": peak_rss_mb(), "rss_start_mb": base,
            "rss_after_texts_mb": after_texts, "embedded": stats["embedded_rows"], "rank": int(os.environ.get("RANK", 0))}
     if args.read_batches:
         import numpy as np
@@ -119,11 +119,11 @@ def worker(args) -> None:
         for _ in range(args.read_batches):
             v.rows(rng.integers(0, len(v), 256))
         out.update(read_batches=args.read_batches, read_s=time.perf_counter() - t0, read_rss_growth_mb=rss_mb() - before)
-    Path(args.out).write_text(json.dumps(out))
+    Path(args.out.replace("{rank}", str(out["rank"]))).write_text(json.dumps(out))
 
 
 def run_worker(model: Path, store: Path, n: int, out: Path, extra: tuple = (), env=None) -> dict:
-    cmd = [sys.executable, __file__, "--worker", "--model", str(model), "--store", str(store), "--n", str(n),
+    cmd = [sys.executable, __file__, "--worker", "--model", str(model), "--store", str(store), "--count", str(n),
            "--out", str(out), *extra]
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads(out.read_text())
@@ -181,7 +181,7 @@ def part_resume(model: Path, work: Path, n: int) -> dict:
     store = work / "resume"
     shards = lambda: sum(len(sp.shard_names()) for sp in TargetStore(store).spaces()) if store.is_dir() else 0  # noqa: E731
     total = -(-n // SHARD_ROWS)
-    cmd = [sys.executable, __file__, "--worker", "--model", str(model), "--store", str(store), "--n", str(n),
+    cmd = [sys.executable, __file__, "--worker", "--model", str(model), "--store", str(store), "--count", str(n),
            "--out", str(work / "resume_1.json")]
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while shards() < total // 2 and p.poll() is None:
@@ -211,10 +211,12 @@ def part_ranks(model: Path, work: Path, n: int) -> dict:
     torchrun = Path(sys.executable).with_name("torchrun")
     port = 29000 + os.getpid() % 1000
     cmd = [str(torchrun), "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port), __file__,
-           "--worker", "--model", str(model), "--store", str(work / "ranks_2"), "--n", str(n),
+           "--worker", "--model", str(model), "--store", str(work / "ranks_2"), "--count", str(n),
            "--out", str(work / "ranks_2_{rank}.json")]
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if proc.returncode:
+        raise SystemExit(f"ranks: torchrun exited {proc.returncode}:\n{proc.stderr[-3000:]}")
     secs = time.perf_counter() - t0
     per = [json.loads((work / f"ranks_2_{r}.json").read_text()) for r in (0, 1)]
     texts = read_texts(n)
@@ -236,7 +238,7 @@ def main() -> int:
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--model", help=argparse.SUPPRESS)
     ap.add_argument("--store", help=argparse.SUPPRESS)
-    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--count", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     ap.add_argument("--shard-rows", type=int, default=SHARD_ROWS, help=argparse.SUPPRESS)
     ap.add_argument("--read-batches", type=int, default=0, help=argparse.SUPPRESS)

@@ -207,37 +207,41 @@ def test_resume_of_damaged_run_falls_back_and_reproduces_losses(baseline):
 
 
 def _entries(store: Path) -> dict[tuple[str, str], Path]:
+    """{(teacher, role): the space's one shard directory} of a small (one shard per space) store."""
     out = {}
-    for d in store.iterdir():
-        if d.is_dir() and not d.name.startswith("."):
-            m = json.loads((d / "manifest.json").read_text())
-            out[(m["teacher"], m["field"])] = d
+    for d in (store / "spaces").iterdir():
+        info = json.loads((d / "space.json").read_text())
+        shards = sorted(p for p in (d / "shards").iterdir() if not p.name.startswith("."))
+        assert len(shards) == 1, shards
+        out[(info["teacher"], info["inputs"]["role"])] = shards[0]
     return out
 
 
 @pytest.mark.slow
-def test_damaged_store_entries_are_reported_and_rebuilt(baseline, tmp_path):
+def test_damaged_store_shards_are_reported_and_rebuilt(baseline, tmp_path):
     from teachers import TargetStore
 
     store_dir = tmp_path / "store"
     shutil.copytree(baseline.root / "store", store_dir)
     entries = _entries(store_dir)
     assert len(entries) == 4
-    original = {k: np.load(d / "embeddings.npy") for k, d in entries.items()}
-    q, a = entries[("bert-mean", "question")], entries[("bert-mean", "answer")]
-    _truncate(q / "embeddings.npy")
-    _flip_byte(a / "embeddings.npy")  # same size: only the sha256 can tell
+    original = {k: np.load(d / "emb.npy") for k, d in entries.items()}
+    q, a = entries[("bert-mean", "query")], entries[("bert-mean", "answer")]
+    _truncate(q / "emb.npy")
+    _flip_byte(a / "emb.npy")  # same size: only the sha256 can tell
     untouched = {k: snapshot(d) for k, d in entries.items() if k[0] == "bert-cls"}
     r = run(distill_cmd("embed", str(baseline.config), "--set", f"targets.store_dir={store_dir}"),
             cwd=tmp_path, env=THREADS)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"bert-mean/question entry {q.name[:12]} is corrupt (data file is" in r.stderr
-    assert f"bert-mean/answer entry {a.name[:12]} is corrupt (sha256 of the data file differs" in r.stderr
-    assert r.stderr.count("rebuilding it") == 2
+    assert f"bert-mean/question shard {q.name} is corrupt (emb.npy is" in r.stderr
+    assert f"bert-mean/answer shard {a.name} is corrupt (sha256 of emb.npy differs" in r.stderr
+    assert r.stderr.count("will be re-embedded") == 2
     store = TargetStore(store_dir)
+    for sp in store.spaces():
+        assert sp.verify(full=True) == []
     for k, d in _entries(store_dir).items():
-        assert store.check(d.name, full=True) == (True, "ok"), k
-        np.testing.assert_allclose(np.load(d / "embeddings.npy"), original[k], atol=1e-6, err_msg=str(k))
+        np.testing.assert_allclose(np.load(d / "emb.npy"), original[k], atol=1e-6, err_msg=str(k))
     for k, snap in untouched.items():
-        assert snapshot(entries[k]) == snap, k  # good entries are reused, not rewritten
-    assert not [p.name for p in store_dir.iterdir() if p.name.startswith(".")]
+        assert snapshot(entries[k]) == snap, k  # good shards are reused, not rewritten
+    leftovers = [p for sp in store.spaces() for p in sp.shards_dir.iterdir() if p.name.startswith(".")]
+    assert not leftovers and not [p.name for p in store_dir.iterdir() if p.name.startswith(".")]

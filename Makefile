@@ -57,7 +57,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 test: install lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=30 $(PYTEST_ARGS)
 
 # The documentation site (mkdocs.yml, docs/). make test already builds it with --strict
 # (tests/docs/test_site.py) and checks the generated reference pages and the docs' commands.

@@ -59,6 +59,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.stats import paired, summarize  # noqa: E402
 from distill.config import load_config  # noqa: E402
+from distill.eval import spearman  # noqa: E402
 from distill.targets import teacher_input  # noqa: E402
 from distill.train import build_recipe, run  # noqa: E402
 
@@ -131,12 +132,6 @@ def comparisons(variants: dict[str, tuple[str, list[str]]]) -> list[tuple[str, s
         if label != both and both in variants:
             out += [(label, both, "minilm"), (label, both, "smollm2")]
     return out
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra = np.argsort(np.argsort(a)).astype(float)
-    rb = np.argsort(np.argsort(b)).astype(float)
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def sts_inputs(cfg, n_pairs: int, names: list[str]) -> tuple[dict, dict, np.ndarray]:

@@ -47,10 +47,16 @@ def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
     p.set_defaults(func="distill.commands:cmd_embed")
 
     p = sub.add_parser("eval", help="evaluate a trained run against the baselines",
-                       description="Metrics table per teacher space, with identity and ridge baselines.")
+                       description="Metrics table per teacher space, with identity and ridge baselines; with --sts "
+                                   "and/or --retrieval, those evaluations of the run's encoder instead.")
     p.add_argument("run_dir", help="a run directory (runs/<name>)")
     p.add_argument("--data", help="evaluate this pairs file (a texts file for a data.task=texts run) as a test split instead of the run's validation and test splits")
-    p.add_argument("--out", help="write the JSON here (default: RUN_DIR/eval.json)")
+    p.add_argument("--sts", metavar="FILE", help="pair similarity: a JSONL of {s1, s2, score[, set]} lines; "
+                   "reports Spearman (ties averaged) of the student's cosine against the score")
+    p.add_argument("--retrieval", metavar="FILE", help="retrieval: a JSONL of {question, answer, label} lines "
+                   "(a question's lines are its candidates); reports MAP and MRR")
+    p.add_argument("--out", help="write the JSON here (default: RUN_DIR/eval.json, or RUN_DIR/eval_encoder.json "
+                   "with --sts/--retrieval)")
     p.set_defaults(func="distill.commands:cmd_eval")
 
     p = sub.add_parser("predict", help="nearest answers from the training answer bank",

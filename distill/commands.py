@@ -103,7 +103,7 @@ def load_run(run_dir: str | Path) -> tuple[Config, Path]:
     return cfg, run_dir
 
 
-def _student(run_dir: Path, cfg: Config | None = None):
+def load_student(run_dir: Path):
     """The run's exported student: a standalone export (config.json) loads as a TokenStudent."""
     if (run_dir / "student" / "config.json").is_file():
         from distill.encoder import load_standalone
@@ -123,10 +123,12 @@ def cmd_eval(args) -> int:
     """The run's validation and test splits (as training reported them), or ``--data FILE``
     evaluated as a test split; baselines fitted on the run's training split."""
     cfg, run_dir = load_run(args.run_dir)
-    from distill.evaluator import Evaluator, format_splits
+    student = load_student(run_dir)
+    if getattr(args, "sts", None) or getattr(args, "retrieval", None):
+        return _eval_encoder(args, cfg, run_dir, student)
+    from distill.eval.evaluator import Evaluator, format_splits
     from distill.rundata import load_run_data
 
-    student = _student(run_dir)
     data = load_run_data(cfg, cfg.logging.progress, mode="store")
     if args.data:
         x, split_t, n = _other_data(cfg, student, args.data)
@@ -144,6 +146,20 @@ def cmd_eval(args) -> int:
 
     write_json_atomic(out, {"data": str(args.data) if args.data else cfg.data.path, "pairs": pairs,
                             "input_teacher": student.input_teacher, **results, "results": results["test"]})
+    print(f"wrote {out}")
+    return 0
+
+
+def _eval_encoder(args, cfg: Config, run_dir: Path, student) -> int:
+    """``distill eval RUN --sts FILE --retrieval FILE``: the run's encoder on pair similarity and
+    retrieval files; prints the results and writes them as JSON."""
+    from distill.checkpoint import write_json_atomic
+    from distill.eval.encoders import eval_encoder, format_encoder_results
+
+    res = eval_encoder(cfg, run_dir, student, args.sts, args.retrieval)
+    print(format_encoder_results(res), end="")
+    out = Path(args.out) if args.out else run_dir / "eval_encoder.json"
+    write_json_atomic(out, res)
     print(f"wrote {out}")
     return 0
 
@@ -173,7 +189,7 @@ def cmd_predict(args) -> int:
     cfg, run_dir = load_run(args.run_dir)
     if args.top_k < 1:
         raise RunDirError(f"--top-k must be >= 1, got {args.top_k}")
-    from distill.evaluate import topk_cosine
+    from distill.eval.qa import topk_cosine
     from distill.rundata import load_run_data
 
     if (run_dir / "student" / "config.json").is_file():
@@ -190,7 +206,7 @@ def cmd_predict(args) -> int:
     else:
         from teachers import load_teacher
 
-        student = _student(run_dir)
+        student = load_student(run_dir)
         data = load_run_data(cfg, progress=False, mode="store", inputs=False)
         space = student.input_teacher
         specs = {t.name: t for t in cfg.teachers}

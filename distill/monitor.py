@@ -18,7 +18,7 @@ import torch
 
 from distill import tbviews
 from distill.config import Config, dump_config
-from distill.evaluator import predict_all
+from distill.eval.evaluator import predict_all
 
 EXAMPLES = 4  # fixed validation questions in the examples text
 MONTAGE_EXAMPLES = 2  # of them, the ones with a lattice montage (one image each)

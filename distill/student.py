@@ -213,7 +213,7 @@ class Student(nn.Module):
         of the input, since its question embedding is added back.
         ``freeze``: the skips keep the ridge map (no gradients); the lattice and heads still train.
         """
-        from distill.evaluate import fit_ridge  # the same solver as the evaluator's baseline
+        from distill.eval.qa import fit_ridge  # the same solver as the evaluator's baseline
 
         if not self.skip or self.input_mode != "teacher":
             raise ValueError("skip_init: ridge needs skip: true and input: teacher")
@@ -239,7 +239,7 @@ class Student(nn.Module):
 
         train_x: (N, d_in) the training split's student inputs; train_a: {teacher: (N, d_k)}.
         """
-        from distill.evaluate import fit_ridge_wide
+        from distill.eval.qa import fit_ridge_wide
 
         for name, ks in self.kernel_skips.items():
             head = self.heads[name]

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-LAYOUT_METRICS = ("cosine", "recall@1", "mrr")
-_METRIC_TITLES = {"cosine": "cosine", "mrr": "MRR"}
+LAYOUT_METRICS = ("cosine", "cosine_centred", "recall@1", "mrr")
+_METRIC_TITLES = {"cosine": "cosine", "cosine_centred": "centred cosine", "mrr": "MRR"}
 _AXIS_DIM = {"z": 1, "y": 2, "x": 3}
 
 # ---------------------------------------------------------------------------------------------

@@ -36,7 +36,8 @@ from distill import checkpoint as ckpt
 from distill.config import Config, check_world, dump_config
 from distill.curriculum import CurriculumSampler, compute_difficulty
 from distill.errors import TrainingDiverged
-from distill.evaluator import Evaluator, format_splits, pick_metric
+from distill.eval.evaluator import Evaluator, format_splits, pick_metric
+from distill.eval.qa import answer_mean
 from distill.losses import MultiTeacherLoss, compute_target_stats, drop_teachers, target_stats_per_dim
 from distill.monitor import Monitor, ShownSplit
 from distill.rundata import RunData, TargetSource, load_run_data, pick_device
@@ -162,8 +163,11 @@ class Recipe:
         ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size, cfg.data.task == "pairs")
         # Every decision reads the validation split; the test split is evaluated once, at the end.
         it = cfg.input_names() if cfg.student.input == "teacher" else None
-        self.evaluator = Evaluator(data.validation.x, data.validation.targets, data.train, *ev, input_teacher=it)
-        self.test_evaluator = Evaluator(data.test.x, data.test.targets, data.train, *ev, input_teacher=it)
+        # Centred cosine subtracts the training answers' mean (online mode: the statistics sample's).
+        c = {n: answer_mean(a) for n, a in data.stats_answers.items()}
+        self.evaluator = Evaluator(data.validation.x, data.validation.targets, data.train, *ev, input_teacher=it,
+                                   centers=c)
+        self.test_evaluator = Evaluator(data.test.x, data.test.targets, data.train, *ev, input_teacher=it, centers=c)
         self.checkpointer = components.checkpointer(self)
         self.monitor: Monitor | None = None  # started once the run directory exists
 

@@ -147,7 +147,7 @@ def stage(name: str, n: int, work: Path) -> dict:
         from distill.config import load_config
         from distill.curriculum import CurriculumConfig, CurriculumSampler
         from distill.losses import MultiTeacherLoss, compute_target_stats
-        from distill.student import Student
+        from distill.students.teacher import Student
 
         cfg = load_config(ROOT / "configs" / "default.yaml")
         _, tr, _, t, spec = load_and_targets(path, work, n)

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from bench import standalone_data as SD  # noqa: E402
 from distill.eval import evaluate_pairs, evaluate_retrieval  # noqa: E402
 from distill.eval.qa import retrieval_metrics  # noqa: E402
-from distill.standalone import StandaloneConfig, StandaloneStudent  # noqa: E402
+from distill.students.tokens import StandaloneConfig, StandaloneStudent  # noqa: E402
 from distill.token_init import teacher_token_table  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "standalone.json"

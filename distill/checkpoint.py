@@ -282,7 +282,7 @@ def config_meta(cfg) -> dict:
     that changes targets) and the student's fields without the lattice sizes only the teachers'
     dimensions fix. ``cfg`` is a :class:`distill.config.Config`; :meth:`Checkpointer.meta` is the
     full version, from the built student."""
-    from distill.student import section_config
+    from distill.students import section_config
 
     return {"teachers": {t.name: t.embedding_fields() for t in cfg.teachers},
             **section_config(cfg.student, cfg.input_names())}

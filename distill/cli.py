@@ -66,7 +66,7 @@ def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
     p.add_argument("-k", "--top-k", type=int, default=5, help="how many answers (default 5)")
     p.set_defaults(func="distill.commands:cmd_predict")
 
-    # --- encode (standalone students; distill/encoder.py) ---
+    # --- encode (standalone students; distill/encoder.py is the encoder) ---
     p = sub.add_parser("encode", help="embed texts with an exported standalone student (no teacher)",
                        description="Embed texts with a run's exported standalone student; writes an (N, d) "
                                    "float32 .npy of L2-normalised rows in input order.")
@@ -75,7 +75,7 @@ def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="the .npy to write (atomically)")
     p.add_argument("--space", default=None, help="teacher space to output (default: the input teacher's)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward (default 64)")
-    p.set_defaults(func="distill.encoder:cmd_encode")
+    p.set_defaults(func="distill.commands:cmd_encode")
     # --- end encode ---
 
     p = sub.add_parser("launch", help="compose and run accelerate launch for local, multi-node or SLURM runs",
@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         # A teacher that cannot be loaded (wrong model id or path, custom code not opted in) is
         # bad input. Matched by module so the CLI never imports the teachers (torch) itself.
-        source = sys.modules.get("teachers.source")
-        if source is not None and isinstance(err, source.TeacherSourceError):
+        errors = sys.modules.get("teachers.errors")
+        if errors is not None and isinstance(err, errors.TeacherSourceError):
             return _fail(err, EXIT_BAD_INPUT)
         raise
 

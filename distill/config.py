@@ -16,8 +16,6 @@ A teacher entry may pull its fields from a preset file: ``preset: minilm`` reads
 from __future__ import annotations
 
 import copy
-import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -445,24 +443,24 @@ def expand_teachers(data: dict, config_dir: Path | None) -> None:
         teachers[i] = merged
 
 
-def _looks_local(model: str) -> bool:
-    return model.startswith(("/", "./", "../", "~")) or os.path.isabs(model)
-
-
 def check_cross_section(cfg: Config, config_dir: Path | None) -> None:
     """Checks that span sections or look at the file system."""
     if not cfg.teachers:
         raise ConfigError("teachers", "at least one teacher is needed")
-    if cfg.data.task == "texts" and cfg.student.input != "tokens":
-        raise ConfigError("data.task", "texts: plain-text distillation trains a standalone student; set "
-                                       "student.input=tokens (a teacher-input student would map a text's "
-                                       "embedding to itself)")
+    from distill.students import student_type, student_types
+
+    stype = student_type(cfg.student.input)
+    if cfg.data.task == "texts" and not stype.reads_text:
+        readers = ", ".join(n for n, t in student_types().items() if t.reads_text)
+        raise ConfigError("data.task", f"texts: plain-text distillation trains a standalone student; set "
+                                       f"student.input to {readers} (a student reading teacher embeddings "
+                                       "would map a text's embedding to itself)")
     seen: dict[str, int] = {}
     for i, t in enumerate(cfg.teachers):
         if t.name in seen:
             raise ConfigError(join(join("teachers", i), "name"), f"'{t.name}' is already used by teachers[{seen[t.name]}]")
         seen[t.name] = i
-        check_teacher_source(t, join("teachers", i), config_dir)
+        check_teacher_source(t, join("teachers", i))
     names = ", ".join(seen)
     check_input_teachers(cfg, seen)
     check_kernel_skip(cfg, seen)
@@ -480,55 +478,6 @@ def check_cross_section(cfg: Config, config_dir: Path | None) -> None:
         raise ConfigError("train.early_stopping_patience", "needs eval_every <= max_steps to ever evaluate")
 
 
-def _local_model_config(t: TeacherSpec, path: str) -> dict | None:
-    """The config.json of a teacher in a local directory (None for hub ids and pkg: models)."""
-    if t.model.startswith("pkg:"):
-        return None
-    model = os.path.expanduser(t.model)
-    if _looks_local(t.model) and not os.path.isdir(model):
-        raise ConfigError(join(path, "model"), f"local model directory '{t.model}' does not exist")
-    if not os.path.isdir(model):
-        return None  # a hub id: checked when it is loaded
-    cfg_file = Path(model) / "config.json"
-    if not cfg_file.is_file():
-        raise ConfigError(join(path, "model"), f"'{t.model}' has no config.json: not a Hugging Face model directory")
-    try:
-        hf = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ConfigError(join(path, "model"), f"{cfg_file} is not valid JSON: {err}") from None
-    if not isinstance(hf, dict):
-        raise ConfigError(join(path, "model"), f"{cfg_file} does not hold a JSON object")
-    return hf
-
-
-def _custom_code(t: TeacherSpec, hf: dict) -> list[str]:
-    """The auto_map entries (custom Python code) a local model directory asks transformers to run."""
-    found = []
-    for name, obj in (("config.json", hf), ("tokenizer_config.json", None)):
-        if obj is None:
-            try:
-                obj = json.loads((Path(os.path.expanduser(t.model)) / name).read_text(encoding="utf-8"))
-            except (OSError, ValueError, UnicodeDecodeError):
-                continue
-        auto_map = obj.get("auto_map") if isinstance(obj, dict) else None
-        if auto_map:
-            found += [f"{name}: {k}" for k in (sorted(auto_map) if isinstance(auto_map, dict) else [str(auto_map)])]
-    return found
-
-
-def teacher_dim(t: TeacherSpec) -> int | None:
-    """A local teacher's embedding width from its config.json (None when it cannot be told)."""
-    try:
-        hf = _local_model_config(t, "")
-    except ConfigError:
-        return None
-    for key in ("hidden_size", "n_embd", "d_model", "dim"):
-        v = (hf or {}).get(key)
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            return v
-    return None
-
-
 def check_input_teachers(cfg: Config, seen: dict[str, int]) -> None:
     """student.input_teacher: teachers of this config, each once; several only for teacher input."""
     it = cfg.student.input_teacher
@@ -544,7 +493,9 @@ def check_input_teachers(cfg: Config, seen: dict[str, int]) -> None:
             raise ConfigError(where, f"'{name}' is not a teacher (teachers: {names})")
         if name in listed[:i]:
             raise ConfigError(where, f"'{name}' is listed twice")
-    if len(listed) > 1 and cfg.student.input != "teacher":
+    from distill.students import student_type
+
+    if len(listed) > 1 and not student_type(cfg.student.input).reads_teacher_input:
         raise ConfigError(key, f"several input teachers need student.input=teacher; input={cfg.student.input} "
                                "reads one teacher's tokenizer")
 
@@ -560,7 +511,9 @@ def check_kernel_skip(cfg: Config, seen: dict[str, int]) -> None:
             raise ConfigError(join(key, i), f"'{name}' is listed twice")
     if not ks.teachers:
         return
-    if cfg.student.input != "teacher" or not cfg.student.skip:
+    from distill.students import student_type
+
+    if not student_type(cfg.student.input).reads_teacher_input or not cfg.student.skip:
         raise ConfigError(key, "a kernel skip needs student.input=teacher and student.skip=true")
     if cfg.targets.mode != "store":
         raise ConfigError(key, "a kernel skip is fitted on the stored training targets; set targets.mode=store")
@@ -569,53 +522,27 @@ def check_kernel_skip(cfg: Config, seen: dict[str, int]) -> None:
 def check_input_face(cfg: Config) -> None:
     """The student's input must fit on the lattice's input face (known for a token input, or a
     teacher in a local directory): caught here, not after the teachers have run."""
-    lat = cfg.student.lattice
-    if cfg.student.input == "tokens":
-        # Tokens are written one per face cell (lattice/tokens.py): no vector has to fit the face.
-        dim, what = 1, "token input"
-    else:
-        specs = {t.name: t for t in cfg.teachers}
-        dims = [teacher_dim(specs[n]) for n in cfg.input_names()]
-        dim = None if None in dims else sum(dims)
-        what = ", ".join(f"input teacher '{n}' embeds in {d}" for n, d in zip(cfg.input_names(), dims))
-        what += " dimensions" + (f" ({dim} in all)" if len(dims) > 1 else "")
+    from distill.students import student_type
+
+    dim, what = student_type(cfg.student.input).face_width(cfg)
     if dim is None:
         return
     try:  # the student sets input_dim to this width, whatever the config says
-        replace(lat, input_dim=dim)
+        replace(cfg.student.lattice, input_dim=dim)
     except ValueError as err:
         msg = str(err).partition(": ")[2] or str(err)
         raise ConfigError("student.lattice", f"input face too small: {msg} ({what})") from None
 
 
-def check_teacher_source(t: TeacherSpec, path: str, config_dir: Path | None) -> None:
-    """A local model directory must exist, must not run custom code unasked, and the pooling
-    must suit the model."""
-    hf = _local_model_config(t, path)
-    if hf is None:
-        return
-    code = _custom_code(t, hf)
-    if code and not t.trust_remote_code:
-        raise ConfigError(
-            join(path, "trust_remote_code"),
-            f"'{t.model}' ships its own Python code ({'; '.join(code)}), which loading it would run; "
-            "set trust_remote_code: true for this teacher only if you trust that code",
-        )
-    model_type = str(hf.get("model_type", ""))
-    # The teachers' own test of "decoder-only": one definition of causal for both.
-    from types import SimpleNamespace
+def check_teacher_source(t: TeacherSpec, path: str) -> None:
+    """The teacher's own checks of its model directory (:func:`teachers.check_teacher`), reported
+    under the teacher's key path."""
+    from teachers import TeacherSpecError, check_teacher
 
-    from teachers.teacher import _is_causal
-
-    if t.pooling == "cls" and _is_causal(SimpleNamespace(model_type=model_type)):
-        raise ConfigError(
-            join(path, "pooling"),
-            f"'cls' pools the first token, which the causal decoder '{model_type}' computes without seeing "
-            "the rest of the text; use last or mean",
-        )
-    layers = hf.get("num_hidden_layers", hf.get("n_layer"))
-    if isinstance(layers, int) and not -layers - 1 <= t.layer <= layers:
-        raise ConfigError(join(path, "layer"), f"{t.layer} is out of range for a model with {layers} layers")
+    try:
+        check_teacher(t)
+    except TeacherSpecError as err:
+        raise ConfigError(join(path, err.field), err.message) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),

@@ -149,20 +149,20 @@ class Monitor:
         """When due (main process): a montage of the lattice state per fixed validation example
         (rows: lattice steps, columns: slices input -> output face) and the mean |Δstate| scalars;
         histograms of the final state and the heads' weights."""
-        lg = self.cfg.logging
+        lg, lat = self.cfg.logging, student.lattice_config  # None: a student without a lattice
         if self.writer is None:
             return
-        if lg.image_every and step % lg.image_every == 0:
-            T = student.lattice_config.steps
+        T = lat.steps if lat is not None else 0
+        if lg.image_every and step % lg.image_every == 0 and lat is not None:
             ex = (self.examples or [0])[:MONTAGE_EXAMPLES]
             # Every lattice step is traced, so mean |Δstate| is per step; the montage shows ~5 rows.
             trace = student.trace(held_x[ex].to(device), range(T + 1))
-            tbviews.log_lattice(self.writer, trace, step, io_axis=student.lattice_config.io_axis)
+            tbviews.log_lattice(self.writer, trace, step, io_axis=lat.io_axis)
         if lg.histogram_every and step % lg.histogram_every == 0:
-            trace = student.trace(held_x[:8].to(device), trace_steps=(student.lattice_config.steps,))
+            trace = student.trace(held_x[:8].to(device), trace_steps=(T,))
             self.writer.add_histogram("lattice/final_state", next(iter(trace.values())).float().cpu(), step)
-            for n, head in student.heads.items():
-                self.writer.add_histogram(f"heads/{n}/weight", head.net[-1].weight.detach().float().cpu(), step)
+            for n, weight in student.head_weights().items():
+                self.writer.add_histogram(f"heads/{n}/weight", weight.detach().float().cpu(), step)
 
     def log_hparams(self, validation: dict, test: dict) -> None:
         """The config beside the final metrics: hparam/<teacher>/<metric> from the validation

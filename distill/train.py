@@ -43,8 +43,7 @@ from distill.monitor import Monitor, ShownSplit
 from distill.rundata import RunData, TargetSource, load_run_data, pick_device
 from distill.schema import ConfigError
 from distill.state import EvalPolicy, TrainState, lr_factor
-from distill.student import Student
-from distill.targets import teacher_input
+from distill.students import student_type
 
 logger = logging.getLogger(__name__)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: pre-empted after a clean checkpoint; requeue and --resume
@@ -53,7 +52,7 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: pre-empted after a clean checkpoint; requeue
 class DistillModule(nn.Module):
     """Student + loss in one module, so DDP syncs every trainable piece (learned loss weights too)."""
 
-    def __init__(self, student: Student, loss: nn.Module):
+    def __init__(self, student: nn.Module, loss: nn.Module):
         super().__init__()
         self.student = student
         self.loss = loss
@@ -84,29 +83,10 @@ def make_accelerator(cfg: Config, log: bool = True):
                        kwargs_handlers=handlers)
 
 
-def default_student(r: Recipe) -> Student:
-    """The student from the config's ``student`` section and the teachers' dimensions."""
-    if r.cfg.student.input == "tokens":
-        from distill.token_student import build_token_student
-
-        return build_token_student(r.cfg, r.data.dims, r.data.vocab_size)
-    try:
-        student = Student.from_section(r.cfg.student, r.data.dims, r.cfg.input_names(),
-                                       r.data.vocab_size, r.data.pad_id)
-    except ValueError as err:  # a shape only known once the teachers' widths are (e.g. a hub teacher)
-        raise ConfigError("student.lattice", str(err)) from None
-    s = r.cfg.student
-    # Ridge-initialised skips (issue #11 item 7): a zero skip starts a non-input teacher's space
-    # far below ridge and cosine + InfoNCE never climbs back to it within the run's steps.
-    train = r.data.train
-    if train is None:  # online mode: no training targets to fit on
-        return student
-    x = teacher_input(train.q, student.input_teachers)  # what the student reads, training split
-    if s.skip_init != "zero" and s.skip:
-        student.init_skips_from_ridge(x, train.a, r.cfg.eval.ridge_lambda, freeze=s.skip_init == "ridge_frozen")
-    if student.kernel_skips:  # (config validation: store mode only)
-        student.init_kernel_skips(x, train.a, s.kernel_skip.ridge_lambda)
-    return student
+def default_student(r: Recipe) -> nn.Module:
+    """The configured type's student (``student.input``, :mod:`distill.students`), built from the
+    config and the run data."""
+    return student_type(r.cfg.student.input).build(r.cfg, r.data)
 
 
 def default_loss(r: Recipe) -> nn.Module:
@@ -132,7 +112,7 @@ def default_source(r: Recipe) -> TargetSource:
 class Components:
     """Factories for the recipe's swappable pieces; each gets the recipe built so far."""
 
-    student: Callable[[Recipe], Student] = default_student
+    student: Callable[[Recipe], nn.Module] = default_student
     loss: Callable[[Recipe], nn.Module] = default_loss
     checkpointer: Callable[[Recipe], ckpt.Checkpointer] = default_checkpointer
     source: Callable[[Recipe], TargetSource] = default_source
@@ -162,7 +142,7 @@ class Recipe:
                                  cfg.train.early_stopping_patience)
         ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size, cfg.data.task == "pairs")
         # Every decision reads the validation split; the test split is evaluated once, at the end.
-        it = cfg.input_names() if cfg.student.input == "teacher" else None
+        it = cfg.input_names() if student_type(cfg.student.input).reads_teacher_input else None
         # Centred cosine subtracts the training answers' mean (online mode: the statistics sample's).
         c = {n: answer_mean(a) for n, a in data.stats_answers.items()}
         self.evaluator = Evaluator(data.validation.x, data.validation.targets, data.train, *ev, input_teacher=it,
@@ -205,7 +185,7 @@ class Recipe:
         self.checkpointer.save(self.state.step, self.state_dict())
 
     @property
-    def unwrapped(self) -> Student:
+    def unwrapped(self) -> nn.Module:
         return self.accelerator.unwrap_model(self.model).student
 
     # ---- one step -------------------------------------------------------------------------------
@@ -412,6 +392,6 @@ def train(cfg: Config, resume: bool = False, components: Components | None = Non
         signal.signal(signal.SIGTERM, old_handler)
 
 
-def export_student(student: Student, path: Path) -> None:
+def export_student(student: nn.Module, path: Path) -> None:
     """The student's config + weights (save_pretrained), written aside and renamed into place."""
     ckpt.write_dir_atomic(path, student.save_pretrained)

@@ -7,8 +7,10 @@
 See teachers/README.md for adding a teacher or a pooling.
 """
 
+from .errors import TeacherSourceError, TeacherSpecError
+from .inspect import check_teacher, teacher_dim
 from .pooling import POOLERS, POOLING_CODE_VERSION, pool
-from .source import TeacherSourceError, resolve_model_source, weights_identity
+from .source import resolve_model_source, weights_identity
 from .spec import TeacherSpec
 from .store import TargetStore, build_targets, field_role, fingerprint, fingerprint_inputs, texts_digest
 from .teacher import (
@@ -28,8 +30,10 @@ __all__ = [
     "Teacher",
     "TeacherPool",
     "TeacherSourceError",
+    "TeacherSpecError",
     "TeacherSpec",
     "build_targets",
+    "check_teacher",
     "choose_shard",
     "field_role",
     "fingerprint",
@@ -37,6 +41,7 @@ __all__ = [
     "load_teacher",
     "pool",
     "resolve_model_source",
+    "teacher_dim",
     "texts_digest",
     "weights_identity",
     "zero3_inference_config",

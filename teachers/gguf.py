@@ -40,7 +40,7 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from .source import TeacherSourceError
+from .errors import TeacherSourceError
 
 log = logging.getLogger(__name__)
 

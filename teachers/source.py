@@ -32,6 +32,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from .errors import TeacherSourceError
+
 FULL_HASH_MAX_BYTES = 256 * 2**20
 SAMPLE_CHUNKS = 16
 CHUNK_BYTES = 2**20
@@ -39,10 +41,6 @@ CHUNK_BYTES = 2**20
 _IGNORED_NAMES = re.compile(r"(^|/)(\.[^/]*|README[^/]*|LICENSE[^/]*|NOTICE[^/]*|.*\.md)$", re.IGNORECASE)
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _hash_cache: dict[tuple[str, int, int], str] = {}
-
-
-class TeacherSourceError(RuntimeError):
-    """A teacher's model cannot be found or loaded; the message names the teacher and the model."""
 
 
 def resolve_model_source(model: str, revision: Optional[str] = None, *, teacher: str = "?") -> str:

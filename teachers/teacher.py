@@ -43,8 +43,10 @@ from tqdm.auto import tqdm
 
 from . import distributed as tdist
 from . import gguf
+from .errors import TeacherSourceError
+from .inspect import is_causal_type
 from .pooling import pool
-from .source import TeacherSourceError, hub_commit, is_local, resolve_model_source
+from .source import hub_commit, is_local, resolve_model_source
 from .spec import TeacherSpec
 
 log = logging.getLogger(__name__)
@@ -111,13 +113,7 @@ def _hf_deepspeed(ds_config: Optional[dict]) -> Iterator[None]:
 
 def _is_causal(config) -> bool:
     """Decoder-only families (GPT-2, Llama, Qwen, Mistral, ...): causal LM, not masked LM."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
-
-    mt = getattr(config, "model_type", "")
-    return mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return is_causal_type(getattr(config, "model_type", ""))
 
 
 def _param_bytes(spec: TeacherSpec, config) -> int:

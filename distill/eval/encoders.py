@@ -47,7 +47,9 @@ def run_encoders(cfg, run_dir: Path, student, space: str | None = None) -> tuple
     space = space or student.input_teacher
     if space not in student.teacher_dims:
         raise DataError(f"space: {space!r} is not one of the student's spaces ({', '.join(student.teacher_dims)})")
-    if student.input_mode == "tokens":
+    from distill.students import student_type
+
+    if not student_type(student.input_mode).reads_teacher_input:  # it reads text: its own encoder
         from distill.encoder import Encoder
 
         enc = Encoder.from_pretrained(run_dir / "student")

@@ -16,7 +16,7 @@ from distill.config import load_config
 from distill.eval.evaluator import Evaluator
 from distill.eval.qa import fit_ridge, retrieval_metrics
 from distill.schema import ConfigError
-from distill.student import Student
+from distill.students.teacher import Student
 from distill.targets import Targets, teacher_input
 from lattice import LatticeConfig
 

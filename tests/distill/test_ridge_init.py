@@ -12,7 +12,7 @@ import torch
 
 from distill.eval.evaluator import Evaluator
 from distill.eval.qa import fit_ridge, retrieval_metrics
-from distill.student import Student
+from distill.students.teacher import Student
 from distill.targets import Targets
 from lattice import LatticeConfig
 

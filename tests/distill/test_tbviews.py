@@ -15,7 +15,7 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from torch.utils.tensorboard import SummaryWriter
 
 from distill import tbviews
-from distill.student import Student
+from distill.students.teacher import Student
 from lattice import LatticeConfig
 
 TEACHERS = ["bert-mean", "e5.small"]  # a dot: layout regexes must escape it

@@ -172,7 +172,9 @@ class StudentSection:
             raise ValueError(f"head_hidden: must be >= 0, got {self.head_hidden!r}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens: must be >= 1, got {self.max_tokens!r}")
-        if self.init_from is not None and self.input != "tokens":
+        from distill.students import student_type
+
+        if self.init_from is not None and not student_type(self.input).starts_from_export:
             raise ValueError("init_from: only a token-input (standalone) student starts from an export; "
                              "set student.input=tokens")
 

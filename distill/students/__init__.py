@@ -8,6 +8,7 @@ builds, describes and loads one kind of student:
     reads_teacher_input   x is the input teachers' question embeddings (else the type makes x from
                           text: :meth:`text_inputs`); the evaluator adds the same-input ridge then
     reads_text            can train on plain texts (``data.task: texts``)
+    starts_from_export    can start from an earlier run's export (``student.init_from``)
     export_file           the file that marks its export directory
     section_config(section, input_names) -> dict   what a resume must match, from the config alone
     face_width(cfg) -> (width | None, what)        what the lattice's input face must hold
@@ -42,6 +43,7 @@ class StudentType(Protocol):
     name: str
     reads_teacher_input: bool
     reads_text: bool
+    starts_from_export: bool
     export_file: str
 
     def section_config(self, section, input_teacher: str | list[str]) -> dict: ...

@@ -294,6 +294,7 @@ class TeacherInputType:
     name = NAME
     reads_teacher_input = True  # x is the input teachers' concatenated question embeddings
     reads_text = False
+    starts_from_export = False  # student.init_from: every weight from an earlier run's export
     export_file = CONFIG_FILE
 
     section_config = staticmethod(section_config)

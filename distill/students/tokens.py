@@ -322,6 +322,7 @@ class TokenInputType:
     name = NAME
     reads_teacher_input = False
     reads_text = True  # can train on plain texts (data.task: texts)
+    starts_from_export = True  # student.init_from: every weight from an earlier run's export
     export_file = CONFIG_NAME
 
     section_config = staticmethod(section_config)

@@ -48,6 +48,7 @@ from distill.eval import evaluate_pairs, evaluate_retrieval  # noqa: E402
 from distill.eval.qa import retrieval_metrics  # noqa: E402
 from distill.students.tokens import StandaloneConfig, StandaloneStudent  # noqa: E402
 from distill.token_init import teacher_token_table  # noqa: E402
+from fileio import write_text_atomic  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "standalone.json"
 TRIALS = ROOT / "bench" / "results" / "standalone_trials.json"
@@ -312,9 +313,7 @@ def main() -> int:
 
         results = json.loads(OUT.read_text())
         measure_speed(env, results, SD.teacher(), StaticModel.from_pretrained(str(POTION)))
-        tmp = OUT.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, OUT)
+        write_text_atomic(OUT, json.dumps(results, indent=1))
         print_table(results)
         return 0
     print(f"corpus: {env.n_corpus} sentences after removing every STS sentence "
@@ -331,9 +330,7 @@ def main() -> int:
                               "trec_train_map": res["trec_train"]["map"], "trec_train_mrr": res["trec_train"]["mrr"],
                               "train_s": round(res["train"]["train_s"], 1)}), flush=True)
         old = json.loads(TRIALS.read_text()) if TRIALS.exists() else []
-        tmp = TRIALS.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(old + rows, indent=1))
-        os.replace(tmp, TRIALS)
+        write_text_atomic(TRIALS, json.dumps(old + rows, indent=1))
         return 0
     return full_bench(env, cfg, args)
 
@@ -379,9 +376,7 @@ def full_bench(env: Env, cfg: dict, args) -> int:
     export_standalone(students["(d) trained, lattice off"], tok.dir, exp.with_name("export_d"))
     measure_speed(env, results, teacher, potion)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, OUT)
+    write_text_atomic(OUT, json.dumps(results, indent=1))
     print_table(results)
     return 0
 
@@ -508,9 +503,7 @@ def recipe_bench(variants: dict[str, list[str]], rounds: int = 3) -> int:
                               f"median of {rounds} interleaved rounds; each variant's first run's export")
     results["machine_load_1min"] = {"before_speed": load0, "after_speed": os.getloadavg()[0]}
     out = OUT.with_name("standalone_recipe.json")
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out)
+    write_text_atomic(out, json.dumps(results, indent=1))
     print_table(results)
     for k, d in results["paired_on_minus_off"].items():
         print(f"paired {k} - lattice off: " + ", ".join(

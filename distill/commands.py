@@ -139,7 +139,7 @@ def cmd_eval(args) -> int:
                for s, (x, t) in splits.items()}
     print(format_splits(results, pairs, it or student.input_teacher))
     out = Path(args.out) if args.out else run_dir / "eval.json"
-    from distill.checkpoint import write_json_atomic
+    from fileio import write_json_atomic
 
     write_json_atomic(out, {"data": str(args.data) if args.data else cfg.data.path, "pairs": pairs,
                             "input_teacher": student.input_teacher, **results, "results": results["test"]})
@@ -150,8 +150,8 @@ def cmd_eval(args) -> int:
 def _eval_encoder(args, cfg: Config, run_dir: Path, student) -> int:
     """``distill eval RUN --sts FILE --retrieval FILE``: the run's encoder on pair similarity and
     retrieval files; prints the results and writes them as JSON."""
-    from distill.checkpoint import write_json_atomic
     from distill.eval.encoders import eval_encoder, format_encoder_results
+    from fileio import write_json_atomic
 
     res = eval_encoder(cfg, run_dir, student, args.sts, args.retrieval)
     print(format_encoder_results(res), end="")

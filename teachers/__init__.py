@@ -9,8 +9,8 @@ See teachers/README.md for adding a teacher or a pooling.
 
 from .errors import TeacherSourceError, TeacherSpecError
 from .inspect import check_teacher, teacher_dim
+from .kinds import TEACHER_KINDS, resolve_model_source, teacher_kind, weights_identity
 from .pooling import POOLERS, POOLING_CODE_VERSION, pool
-from .source import resolve_model_source, weights_identity
 from .spec import TeacherSpec
 from .store import TargetStore, build_targets, field_role, fingerprint, fingerprint_inputs, texts_digest
 from .teacher import (
@@ -26,6 +26,7 @@ __all__ = [
     "AUTO_ZERO3_MIN_BYTES",
     "POOLERS",
     "POOLING_CODE_VERSION",
+    "TEACHER_KINDS",
     "TargetStore",
     "Teacher",
     "TeacherPool",
@@ -42,6 +43,7 @@ __all__ = [
     "pool",
     "resolve_model_source",
     "teacher_dim",
+    "teacher_kind",
     "texts_digest",
     "weights_identity",
     "zero3_inference_config",

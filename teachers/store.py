@@ -35,10 +35,11 @@ from typing import Any, Optional, Union
 import numpy as np
 import torch
 
+from fileio import sha256_file as _file_sha256
+
 from . import distributed as tdist
-from .gguf import read_sha256 as _file_sha256
+from .kinds import weights_identity
 from .pooling import POOLING_CODE_VERSION
-from .source import weights_identity
 from .spec import TeacherSpec
 from .teacher import load_teacher
 

@@ -42,11 +42,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed as tdist
-from . import gguf
 from .errors import TeacherSourceError
 from .inspect import is_causal_type
+from .kinds import teacher_kind
 from .pooling import pool
-from .source import hub_commit, is_local, resolve_model_source
+from .source import hub_commit, is_local
 from .spec import TeacherSpec
 
 log = logging.getLogger(__name__)
@@ -326,15 +326,16 @@ def load_teacher(spec: TeacherSpec, device: Union[str, torch.device] = "cpu", *,
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     distributed = tdist.ensure_process_group()
-    if gguf.is_gguf(spec.model):
-        # Rank 0 dequantises into the shared cache once; the others then read that entry (or, on
-        # a node that does not share the cache directory, build their own copy).
-        source = tdist.run_on_main(resolve_model_source, spec.model, spec.revision, teacher=spec.name)
+    kind = teacher_kind(spec.model)
+    if kind.build_on_main:
+        # Rank 0 builds the shared cache entry once; the others then read it (or, on a node that
+        # does not share the cache directory, build their own copy).
+        source = tdist.run_on_main(kind.resolve, spec.model, spec.revision, teacher=spec.name)
         if not Path(source).is_dir():
-            source = resolve_model_source(spec.model, spec.revision, teacher=spec.name)
+            source = kind.resolve(spec.model, spec.revision, teacher=spec.name)
     else:
-        source = resolve_model_source(spec.model)
-    revision = None if gguf.is_gguf(spec.model) else spec.revision
+        source = kind.resolve(spec.model, spec.revision, teacher=spec.name)
+    revision = spec.revision if kind.hub_revision else None
     if not is_local(source):
         try:
             revision = hub_commit(source, spec.revision)  # pin: the store fingerprints this commit

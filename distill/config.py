@@ -33,6 +33,37 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PRESET_DIRS = [PROJECT_ROOT / "configs" / "teachers"]
 DATA_FORMATS = ("auto", "jsonl", "json", "csv", "parquet", "dataset")
 
+# Keys retired in issue #22 (no shipped config or benchmark row rested on them): key path ->
+# (the value that meant "off", what to do instead). A config holding the "off" value (a run
+# directory's saved config.yaml from before) loads with the key dropped; any other value stops the
+# run naming the key.
+RETIRED_KEYS = {
+    "student.head_hidden": (0, "every teacher head is linear; remove the key"),
+    "loss.teacher_drop": (0.0, "it helped nowhere it was measured; remove the key"),
+    "loss.ema": (0.9, "it only served loss.weighting=inverse_loss (retired); remove the key"),
+    "curriculum.teacher_ramp": ({}, "give the teacher a smaller teachers[i].weight instead; remove the key"),
+}
+RETIRED_VALUES = {
+    ("loss.weighting", "uncertainty"): "nothing moved with it; use loss.weighting=fixed and teachers[i].weight",
+    ("loss.weighting", "inverse_loss"): "nothing moved with it; use loss.weighting=fixed and teachers[i].weight",
+}
+
+
+def drop_retired(data: dict) -> None:
+    """Remove retired keys holding their "off" value; ``ConfigError`` naming any other use."""
+    for key, (off, instead) in RETIRED_KEYS.items():
+        section, _, name = key.partition(".")
+        node = data.get(section)
+        if isinstance(node, dict) and name in node:
+            if node[name] != off:
+                raise ConfigError(key, f"retired (issue #22): {instead}")
+            del node[name]
+    for (key, value), instead in RETIRED_VALUES.items():
+        section, _, name = key.partition(".")
+        node = data.get(section)
+        if isinstance(node, dict) and node.get(name) == value:
+            raise ConfigError(key, f"'{value}' is retired (issue #22): {instead}")
+
 
 @dataclass
 class RunSection:
@@ -161,15 +192,11 @@ class StudentSection:
     skip_init: Literal["zero", "ridge", "ridge_frozen"] = "zero"
     # Random-feature kernel ridge skips for the listed teachers (see KernelSkipSection).
     kernel_skip: KernelSkipSection = field(default_factory=KernelSkipSection)
-    # Hidden width of each teacher's head (0 = a single linear layer).
-    head_hidden: int = 0
     lattice: LatticeConfig = field(default_factory=LatticeConfig)
 
     def __post_init__(self) -> None:
         if self.token_dim < 1:
             raise ValueError(f"token_dim: must be >= 1, got {self.token_dim!r}")
-        if self.head_hidden < 0:
-            raise ValueError(f"head_hidden: must be >= 0, got {self.head_hidden!r}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens: must be >= 1, got {self.max_tokens!r}")
         from distill.students import student_type
@@ -463,12 +490,8 @@ def check_cross_section(cfg: Config, config_dir: Path | None) -> None:
             raise ConfigError(join(join("teachers", i), "name"), f"'{t.name}' is already used by teachers[{seen[t.name]}]")
         seen[t.name] = i
         check_teacher_source(t, join("teachers", i))
-    names = ", ".join(seen)
     check_input_teachers(cfg, seen)
     check_kernel_skip(cfg, seen)
-    for name in cfg.curriculum.teacher_ramp:
-        if name not in seen:
-            raise ConfigError(join("curriculum.teacher_ramp", name), f"not a teacher (teachers: {names})")
     if cfg.targets.mode == "online" and cfg.curriculum.difficulty in ("qa_distance", "teacher_disagreement"):
         raise ConfigError(
             "curriculum.difficulty",
@@ -567,6 +590,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if isinstance(parts[0], str) and parts[0] not in known:
             raise unknown_key_error("", parts[0], known)
         apply_override(data, parts, value)
+    drop_retired(data)
     expand_teachers(data, config_dir)
     cfg = build(Config, data)
     check_cross_section(cfg, config_dir)

@@ -76,7 +76,6 @@ class Monitor:
     def __init__(self, cfg: Config, accelerator, start_step: int, shown: ShownSplit | None = None):
         self.cfg, self.accelerator, self.shown = cfg, accelerator, shown
         self.pacing, self.weighting = cfg.curriculum.pacing, cfg.loss.weighting
-        self.teacher_drop = cfg.loss.teacher_drop
         self.writer, self.baseline_writers = None, None
         # The same few validation questions at every evaluation (first distinct ones): text
         # examples for all of them, lattice montages for the first MONTAGE_EXAMPLES.
@@ -87,7 +86,7 @@ class Monitor:
                 self.writer = accelerator.get_tracker("tensorboard", unwrap=True)
                 self.writer.add_text("config", "```yaml\n" + dump_config(cfg) + "\n```", start_step)
                 tbviews.log_layout(self.writer, [t.name for t in cfg.teachers], self.pacing, self.weighting,
-                                   split="validation", teacher_drop=self.teacher_drop)
+                                   split="validation")
         self.progress = None
         if accelerator.is_main_process and cfg.logging.progress:
             from tqdm.auto import tqdm
@@ -110,8 +109,7 @@ class Monitor:
         sps = (step - self.n_last) * self.cfg.train.batch_size / max(now - self.t_last, 1e-9) \
             if step > self.n_last else 0.0
         self.t_last, self.n_last = now, step
-        logs = tbviews.filter_scalars({**logs, "train/samples_per_s": sps}, self.pacing, self.weighting,
-                                      self.teacher_drop)
+        logs = tbviews.filter_scalars({**logs, "train/samples_per_s": sps}, self.pacing, self.weighting)
         self.accelerator.log(logs, step=step)
 
     def log_eval(self, step: int, results: dict, student=None, device="cpu") -> None:

@@ -38,7 +38,7 @@ from distill.curriculum import CurriculumSampler, compute_difficulty
 from distill.errors import TrainingDiverged
 from distill.eval.evaluator import Evaluator, format_splits, pick_metric
 from distill.eval.qa import answer_mean
-from distill.losses import MultiTeacherLoss, compute_target_stats, drop_teachers, target_stats_per_dim
+from distill.losses import MultiTeacherLoss, compute_target_stats, target_stats_per_dim
 from distill.monitor import Monitor, ShownSplit
 from distill.rundata import RunData, TargetSource, load_run_data, pick_device
 from distill.schema import ConfigError
@@ -198,8 +198,6 @@ class Recipe:
         """
         micro, acc = self.cfg.train.grad_accum, self.accelerator
         want_per_ex = self.cfg.curriculum.difficulty == "student_loss"
-        ramp = drop_teachers(self.names, {t.name: t.weight for t in self.cfg.teachers},
-                             self.sampler.teacher_ramp(step), self.cfg.loss.teacher_drop, self.cfg.run.seed, step)
         self.model.train()
         total = torch.zeros((), device=self.device)
         per_teacher, per_term, per_ex = {n: 0.0 for n in self.names}, {}, []
@@ -208,7 +206,7 @@ class Recipe:
             sync = nullcontext() if j == micro - 1 else acc.no_sync(self.model)
             x, tgt = batch_x[mb].to(self.device), {n: batch_t[n][mb].to(self.device) for n in self.names}
             with sync, acc.autocast():
-                out = self.model(x, tgt, ramp=ramp, per_example=want_per_ex)
+                out = self.model(x, tgt, per_example=want_per_ex)
                 acc.backward(out.total / micro)
             total += out.total.detach() / micro
             for n in self.names:

@@ -44,24 +44,32 @@ RETIRED_KEYS = {
     "curriculum.teacher_ramp": ({}, "give the teacher a smaller teachers[i].weight instead; remove the key"),
 }
 RETIRED_VALUES = {
+    ("student.lattice.readout", "occupied_mean"): "one seed, no gain; use flatten (the default) or mean",
     ("loss.weighting", "uncertainty"): "nothing moved with it; use loss.weighting=fixed and teachers[i].weight",
     ("loss.weighting", "inverse_loss"): "nothing moved with it; use loss.weighting=fixed and teachers[i].weight",
 }
 
 
+def _parent(data: dict, key: str) -> tuple[dict | None, str]:
+    """The mapping holding the dotted ``key``'s last part (None where the path is absent), and that part."""
+    *path, name = key.split(".")
+    node = data
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), name
+
+
 def drop_retired(data: dict) -> None:
     """Remove retired keys holding their "off" value; ``ConfigError`` naming any other use."""
     for key, (off, instead) in RETIRED_KEYS.items():
-        section, _, name = key.partition(".")
-        node = data.get(section)
-        if isinstance(node, dict) and name in node:
+        node, name = _parent(data, key)
+        if node is not None and name in node:
             if node[name] != off:
                 raise ConfigError(key, f"retired (issue #22): {instead}")
             del node[name]
     for (key, value), instead in RETIRED_VALUES.items():
-        section, _, name = key.partition(".")
-        node = data.get(section)
-        if isinstance(node, dict) and node.get(name) == value:
+        node, name = _parent(data, key)
+        if node is not None and node.get(name) == value:
             raise ConfigError(key, f"'{value}' is retired (issue #22): {instead}")
 
 

@@ -49,6 +49,7 @@ def with_(**sections):
         (with_(student={"head_hidden": 64}), "student.head_hidden", "every teacher head is linear"),
         (with_(loss={"teacher_drop": 0.5}), "loss.teacher_drop", "retired (issue #22)"),
         (with_(loss={"weighting": "uncertainty"}), "loss.weighting", "'uncertainty' is retired"),
+        (with_(student={"lattice": {"readout": "occupied_mean"}}), "student.lattice.readout", "use flatten"),
         (with_(train={"batch_size": 10, "grad_accum": 3}), "train.batch_size", "divisible"),
         ({"teachers": [{"name": "a", "model": "pkg:x", "preset": "no-such-preset"}]}, "teachers[0].preset",
          "not found"),

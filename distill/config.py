@@ -490,8 +490,7 @@ def check_cross_section(cfg: Config, config_dir: Path | None) -> None:
     if cfg.data.task == "texts" and not stype.reads_text:
         readers = " or ".join(f"student.input={n}" for n, t in student_types().items() if t.reads_text)
         raise ConfigError("data.task", f"texts: plain-text distillation trains a standalone student; set "
-                                       f"{readers} (a student reading teacher embeddings would map a text's "
-                                       "embedding to itself)")
+                                       f"{readers} (a teacher-input student would map a text's embedding to itself)")
     seen: dict[str, int] = {}
     for i, t in enumerate(cfg.teachers):
         if t.name in seen:

@@ -1,4 +1,4 @@
-"""The ``distill`` command line: train, embed, eval, predict, encode, launch.
+"""The ``distill`` command line: train, embed, store, eval, predict, encode, export, launch.
 
 Exit status: 0 success, 2 bad input (config, data, arguments, run directory), 1 a failure while
 running (a failed write, diverged training), 75 training pre-empted by SIGTERM after a clean
@@ -46,6 +46,8 @@ def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
     _add_overrides(p)
     p.set_defaults(func="distill.commands:cmd_embed")
 
+    _add_store(sub)
+
     p = sub.add_parser("eval", help="evaluate a trained run against the baselines",
                        description="Metrics table per teacher space, with identity and ridge baselines; with --sts "
                                    "and/or --retrieval, those evaluations of the run's encoder instead.")
@@ -66,17 +68,7 @@ def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
     p.add_argument("-k", "--top-k", type=int, default=5, help="how many answers (default 5)")
     p.set_defaults(func="distill.commands:cmd_predict")
 
-    # --- encode (standalone students; distill/encoder.py is the encoder) ---
-    p = sub.add_parser("encode", help="embed texts with an exported standalone student (no teacher)",
-                       description="Embed texts with a run's exported standalone student; writes an (N, d) "
-                                   "float32 .npy of L2-normalised rows in input order.")
-    p.add_argument("run_dir", help="a run directory (runs/<name>) or an exported student directory")
-    p.add_argument("--input", required=True, help="JSONL with a 'text' field per line, or a text file, one text per line")
-    p.add_argument("--output", required=True, help="the .npy to write (atomically)")
-    p.add_argument("--space", default=None, help="teacher space to output (default: the input teacher's)")
-    p.add_argument("--batch-size", type=int, default=64, help="texts per forward (default 64)")
-    p.set_defaults(func="distill.commands:cmd_encode")
-    # --- end encode ---
+    _add_standalone(sub)
 
     p = sub.add_parser("launch", help="compose and run accelerate launch for local, multi-node or SLURM runs",
                        description="Compose the accelerate launch command(s) for a run and run them.")
@@ -87,6 +79,58 @@ def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
 
         add_launch_arguments(p)
     return parser
+
+
+def _add_store(sub) -> None:
+    """``distill store ls|verify|gc``."""
+    p = sub.add_parser("store", help="list, verify or clean a target store",
+                       description="Inspect and maintain a target store (targets.store_dir).")
+    ssub = p.add_subparsers(dest="store_command", metavar="ACTION")
+    ssub.required = True
+    q = ssub.add_parser("ls", help="spaces (teacher x prompt role) with rows, bytes, last use; legacy entries")
+    q.add_argument("store_dir", help="the store directory (targets.store_dir)")
+    q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    q.set_defaults(func="distill.commands:cmd_store")
+    q = ssub.add_parser("verify", help="check every shard's sha256 (exit 1 if any is corrupt)")
+    q.add_argument("store_dir", help="the store directory (targets.store_dir)")
+    q.set_defaults(func="distill.commands:cmd_store")
+    q = ssub.add_parser("gc", help="remove leftovers and (with --keep) what no kept config uses; dry run by default",
+                        description="Remove temporaries and claims of dead writers and format-1 entries; with "
+                                    "--keep, also spaces and shards that none of the given configs use. Lists "
+                                    "what would go unless --apply.")
+    q.add_argument("store_dir", help="the store directory (targets.store_dir)")
+    q.add_argument("--keep", nargs="+", default=None, metavar="CONFIG",
+                   help="run configs whose targets stay (every stage of each); everything else may go")
+    q.add_argument("--apply", action="store_true", help="remove (default: only list)")
+    q.set_defaults(func="distill.commands:cmd_store")
+
+
+def _add_standalone(sub) -> None:
+    """``distill encode`` and ``distill export`` (standalone students)."""
+    # --- encode (standalone students; distill/encoder.py) ---
+    p = sub.add_parser("encode", help="embed texts with an exported standalone student (no teacher)",
+                       description="Embed texts with a run's exported standalone student; writes an (N, d) "
+                                   "float32 .npy of L2-normalised rows in input order.")
+    p.add_argument("run_dir", help="a run directory (runs/<name>) or an exported student directory")
+    p.add_argument("--input", required=True, help="JSONL with a 'text' field per line, or a text file, one text per line")
+    p.add_argument("--output", required=True, help="the .npy to write (atomically)")
+    p.add_argument("--space", default=None, help="teacher space to output (default: the input teacher's)")
+    p.add_argument("--batch-size", type=int, default=64, help="texts per forward (default 64)")
+    p.set_defaults(func="distill.commands:cmd_encode")
+    # --- end encode ---
+    # --- export (standalone students; distill/export/) ---
+    p = sub.add_parser("export", help="export a standalone student for sentence-transformers, Model2Vec or ONNX",
+                       description="Write a run's standalone student as a sentence-transformers directory, a "
+                                   "Model2Vec model (lattice off only) or an ONNX graph, with a model card and a "
+                                   "manifest.")
+    p.add_argument("run_dir", help="a run directory (runs/<name>) or an exported student directory")
+    p.add_argument("--format", required=True, choices=["sentence-transformers", "model2vec", "onnx"],
+                   help="the export format")
+    p.add_argument("--output", required=True, help="the directory to write (written aside, renamed into place)")
+    p.add_argument("--space", default=None, help="teacher space to export (default: the input teacher's)")
+    p.add_argument("--force", action="store_true", help="replace an existing --output directory")
+    p.set_defaults(func="distill.export.cli:cmd_export")
+    # --- end export ---
 
 
 def _resolve(spec: str):

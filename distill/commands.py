@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.config import Config, load_config, load_yaml
+from distill.config import Config
 from distill.errors import RunDirError
+from distill.runs import load_run
 
 logger = logging.getLogger("distill")
 
@@ -73,36 +74,24 @@ def cmd_embed(args) -> int:
 
 def _embed(cfg: Config) -> int:
     from distill.rundata import load_examples, pick_device
-    from distill.targets import compute_targets
+    from distill.targets import config_targets
 
     # Bad split fractions fail in load_examples, before any store entry.
     questions, answers, _ = load_examples(cfg)
     texts = cfg.data.task == "texts"
-    targets = compute_targets(cfg.teachers, questions, answers, cfg.targets.store_dir, device=pick_device(cfg),
-                              progress=cfg.logging.progress, texts=texts)
-    if int(os.environ.get("RANK", "0")) != 0:  # every rank took part; one reports
+    stats: dict = {}
+    targets = config_targets(cfg, questions, answers, device=pick_device(cfg), views=True, stats=stats)
+    rank = int(os.environ.get("RANK", "0"))
+    embedded = sum(stats.get("embedded_rows", {}).values())
+    if rank != 0:  # every rank took part; one reports the result, each its own work
+        print(f"rank {rank}: rows embedded now (this process): {embedded}")
         return 0
     what = "texts" if texts else "questions and answers"
     for name, d in targets.dims.items():
         print(f"{name}: {len(questions)} {what}, dim {d}, store {cfg.targets.store_dir}")
+    print(f"rows embedded now (this process): {embedded}; rows already stored: "
+          f"{sum(stats.get('cached_rows', {}).values())}")
     return 0
-
-
-def load_run(run_dir: str | Path) -> tuple[Config, Path]:
-    """The resolved config of a trained run, validated; errors name the run directory."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise RunDirError(f"run directory {run_dir} does not exist")
-    cfg_file = run_dir / "config.yaml"
-    if not cfg_file.is_file():
-        raise RunDirError(f"{run_dir} is not a run directory (no config.yaml)")
-    if not any((run_dir / "student" / f).is_file() for f in ("student.json", "config.json")):
-        raise RunDirError(f"{run_dir} has no exported student (training has not finished)")
-    data = load_yaml(cfg_file)
-    cfg = load_config(data=data)
-    # The run directory may have moved: point the config at where it is now.
-    cfg.run = replace(cfg.run, output_dir=str(run_dir.parent), name=run_dir.name)
-    return cfg, run_dir
 
 
 def load_student(run_dir: Path):
@@ -165,7 +154,7 @@ def _other_data(cfg: Config, student, path: str):
     """``distill eval --data FILE``: every pair of another file, its targets through the store."""
     from distill.data import load_pairs
     from distill.students import student_type
-    from distill.targets import compute_targets, teacher_input
+    from distill.targets import config_targets, teacher_input
 
     data_cfg = replace(cfg.data, path=path, format="auto", categories=None, max_pairs=None)
     texts = cfg.data.task == "texts"
@@ -176,8 +165,7 @@ def _other_data(cfg: Config, student, path: str):
     else:
         other = load_pairs(data_cfg).dataset
         eq, ea = list(other["question"]), list(other["answer"])
-    eval_t = compute_targets(cfg.teachers, eq, ea, cfg.targets.store_dir, progress=cfg.logging.progress,
-                             texts=texts)
+    eval_t = config_targets(cfg, eq, ea)
     x = student_type(student.input_mode).text_inputs(cfg, eq)
     if x is None:  # the student reads its input teachers' question embeddings
         x = teacher_input(eval_t.q, student.input_teachers)
@@ -260,6 +248,7 @@ def read_texts(path: str | os.PathLike) -> list[str]:
 def cmd_encode(args) -> int:
     from distill.data import DataError
     from distill.encoder import Encoder
+    from distill.export.manifest import ExportError
     from fileio import write_bytes_atomic
 
     if args.batch_size < 1:
@@ -274,9 +263,84 @@ def cmd_encode(args) -> int:
     if args.space is not None and args.space not in enc.spaces:
         raise DataError(f"--space: {args.space!r} is not one of this student's spaces ({', '.join(enc.spaces)})")
     texts = read_texts(args.input)
-    vecs = enc.encode(texts, space=args.space, batch_size=args.batch_size)
+    try:
+        vecs = enc.encode(texts, space=args.space, batch_size=args.batch_size)
+    except ExportError as err:
+        raise RunDirError(str(err)) from None
+    except (TypeError, ValueError) as err:  # a text the encoder refuses: one text per line, so FILE:LINE
+        if getattr(err, "index", None) is None:
+            raise
+        raise DataError(f"{args.input}:{err.index + 1}: {err.reason}") from None
     buf = io.BytesIO()
     np.save(buf, vecs)
     write_bytes_atomic(out, buf.getvalue())
     print(f"wrote {out}: {vecs.shape[0]} x {vecs.shape[1]} ({args.space or enc.config.input_teacher} space)")
+    return 0
+
+
+def _kept_spaces(configs: list[str]) -> dict:
+    """{space id: content keys} every stage of every kept config uses (no teacher is loaded)."""
+    from distill.rundata import load_examples
+    from distill.stages import load_stages
+    from teachers.store import request_spaces
+
+    keep: dict = {}
+    for path in configs:
+        for cfg in load_stages(path):
+            questions, answers, _ = load_examples(cfg)
+            fields = {"text": questions} if cfg.data.task == "texts" else {"question": questions, "answer": answers}
+            for sid, keys in request_spaces(cfg.teachers, fields, cfg.targets.dtype).items():
+                keep[sid] = np.concatenate([keep[sid], keys]) if sid in keep else keys
+    return keep
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def cmd_store(args) -> int:
+    """``distill store ls|verify|gc STORE_DIR``."""
+    from teachers.store import TargetStore, describe, gc_apply, gc_plan, verify
+
+    root = Path(args.store_dir)
+    if not root.is_dir():
+        raise RunDirError(f"store directory {root} does not exist")
+    store = TargetStore(root)
+    if args.store_command == "ls":
+        d = describe(store)
+        if getattr(args, "json", False):
+            print(json.dumps(d, indent=2))
+            return 0
+        print(f"{'space':<14}{'teacher':<12}{'role':<8}{'dim':>5} {'dtype':<8}{'shards':>7}{'rows':>10}"
+              f"{'bytes':>11}  last used")
+        for s in d["spaces"]:
+            print(f"{s['space'][:12]:<14}{s['teacher']:<12}{s['role']:<8}{s['dim'] or '?':>5} {s['dtype'] or '?':<8}"
+                  f"{s['shards']:>7}{s['rows']:>10}{_human(s['bytes']):>11}  {s['last_used'] or 'never'}")
+        for e in d["legacy"]:
+            print(f"legacy format-1 entry {e['entry'][:12]} ({_human(e['bytes'])}): not read; "
+                  "`distill store gc --apply` removes it")
+        if not d["spaces"] and not d["legacy"]:
+            print(f"{root}: empty store")
+        return 0
+    if args.store_command == "verify":
+        bad = verify(store)
+        n = sum(len(sp.shard_names()) for sp in store.spaces())
+        for sid, shard, why in bad:
+            print(f"corrupt: space {sid[:12]} shard {shard}: {why}")
+        print(f"{n} shards checked, {len(bad)} corrupt" + (" (the next run that needs them re-embeds them)"
+                                                           if bad else ""))
+        return 1 if bad else 0
+    keep = _kept_spaces(args.keep) if args.keep else None
+    plan = gc_plan(store, keep)
+    for path, why in plan:
+        print(f"{'remove' if args.apply else 'would remove'}: {path} ({why})")
+    if args.apply:
+        freed = gc_apply(plan)
+        print(f"{len(plan)} removed, {_human(freed)} freed")
+    else:
+        print(f"{len(plan)} to remove; dry run, nothing removed (add --apply)")
     return 0

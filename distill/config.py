@@ -111,6 +111,10 @@ class DataSection:
     # checkpoint, plateau LR); training gets the rest.
     holdout_fraction: float = 0.2
     validation_fraction: float = 0.1
+    # Caps on the test / validation splits (distinct questions or records; None = no cap): a
+    # corpus of a million texts needs a few thousand held out, not 20%.
+    holdout_max: Optional[int] = None
+    validation_max: Optional[int] = None
     split_seed: int = 0
     # Bad rows (empty text, missing field, unparsable line): stop with an error, or skip and count.
     on_error: Literal["stop", "skip"] = "stop"
@@ -124,6 +128,9 @@ class DataSection:
             raise ValueError(f"holdout_fraction: must be in (0, 1), got {self.holdout_fraction!r}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction: must be in (0, 1), got {self.validation_fraction!r}")
+        for key in ("holdout_max", "validation_max"):
+            if getattr(self, key) is not None and getattr(self, key) < 1:
+                raise ValueError(f"{key}: must be >= 1 (or null for no cap), got {getattr(self, key)!r}")
         if self.holdout_fraction + self.validation_fraction >= 1.0:
             raise ValueError(f"validation_fraction: holdout_fraction + validation_fraction must be < 1 (training "
                              f"gets the rest), got {self.holdout_fraction!r} + {self.validation_fraction!r}")
@@ -218,8 +225,17 @@ class StudentSection:
 class TargetsSection:
     # store: teacher embeddings computed once and cached; online: teachers run inside the job.
     mode: Literal["store", "online"] = "store"
-    # Where the target store lives (shared by runs; entries are keyed by fingerprint).
+    # Where the target store lives (shared by runs, stages and corpora: a text is embedded once
+    # per teacher and prompt; see docs/concepts/target-store.md).
     store_dir: str = ".cache/targets"
+    # How stored rows are kept: float32, or float16 (half the disk; rows read back as float32).
+    dtype: Literal["float32", "float16"] = "float32"
+    # Rows per shard: the most a killed embedding loses per rank, and the unit ranks split.
+    shard_rows: int = 16384
+
+    def __post_init__(self):
+        if self.shard_rows < 1:
+            raise ValueError(f"shard_rows: must be >= 1, got {self.shard_rows!r}")
 
 
 @dataclass

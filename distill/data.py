@@ -55,22 +55,39 @@ def resolve_data_path(path: str) -> Path:
     return Path(path).expanduser()
 
 
+def _suffix(p: Path) -> str:
+    """The format suffix, looking through a ``.gz`` compression suffix."""
+    return Path(p.stem).suffix.lower() if p.suffix.lower() == ".gz" else p.suffix.lower()
+
+
+def _open(p: Path):
+    """A binary file object; ``.gz`` files are decompressed as they are read (never whole)."""
+    if p.suffix.lower() == ".gz":
+        import gzip
+
+        return gzip.open(p, "rb")
+    return open(p, "rb")
+
+
 def detect_format(p: Path, fmt: str) -> str:
     if fmt != "auto":
         return fmt
     if p.is_dir():
         return "dataset"
-    fmt = SUFFIX_FORMATS.get(p.suffix.lower())
+    fmt = SUFFIX_FORMATS.get(_suffix(p))
     if fmt is None:
         raise DataError(
             f"{p}: cannot tell the format from the suffix '{p.suffix}'; set data.format to one of "
-            "jsonl, json, csv, parquet, dataset"
+            "jsonl, json, csv, parquet, dataset (each may be gzip-compressed: .jsonl.gz)"
         )
+    if p.suffix.lower() == ".gz" and fmt == "parquet":
+        raise DataError(f"{p}: Parquet is compressed inside the file; a .parquet.gz cannot be read")
     return fmt
 
 
 def _decode(p: Path) -> str:
-    raw = p.read_bytes()
+    with _open(p) as f:
+        raw = f.read()
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as err:
@@ -85,13 +102,20 @@ def _jsonl_lines(p: Path):
     the decoded text and its split lines at once (three copies of the file before any record).
     Lines end at "\n" only (a "\r\n" ending is whitespace to JSON), as an editor counts them.
     """
-    with open(p, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                # utf-8-sig on line 1: a byte-order mark is not part of the first record.
-                yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as err:
-                raise DataError(f"{p}:{lineno}: not valid UTF-8 ({err.reason}, byte 0x{raw[err.start]:02x})") from None
+    import gzip
+    import zlib
+
+    try:
+        with _open(p) as f:
+            for lineno, raw in enumerate(f, start=1):
+                try:
+                    # utf-8-sig on line 1: a byte-order mark is not part of the first record.
+                    yield lineno, raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataError(f"{p}:{lineno}: not valid UTF-8 ({err.reason}, "
+                                    f"byte 0x{raw[err.start]:02x})") from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise DataError(f"{p}: not a readable gzip file ({err})") from None
 
 
 def _records(p: Path, fmt: str):
@@ -336,12 +360,13 @@ class Split:
     test: np.ndarray
 
 
-def split_indices(questions: list[str], test_fraction: float, validation_fraction: float, seed: int) -> Split:
+def split_indices(questions: list[str], test_fraction: float, validation_fraction: float, seed: int,
+                  test_max: int | None = None, validation_max: int | None = None) -> Split:
     """Train / validation / test row indices, by distinct question.
 
     The distinct normalised questions are sorted and permuted with ``seed``; the first
-    ``round(test_fraction * n)`` are the test split, the next ``round(validation_fraction * n)``
-    the validation split, the rest training: the split depends only on the set of questions and
+    ``round(test_fraction * n)`` (at most ``test_max``) are the test split, the next
+    ``round(validation_fraction * n)`` (at most ``validation_max``) the validation split, the rest training: the split depends only on the set of questions and
     the seed, never on file order or on the process. A split left empty is an error naming the
     fraction (``ConfigError``).
     """
@@ -353,6 +378,8 @@ def split_indices(questions: list[str], test_fraction: float, validation_fractio
     if n < 3:
         raise DataError(f"the data has {n} distinct question(s); train/validation/test splits need at least 3")
     n_test, n_val = round(test_fraction * n), round(validation_fraction * n)
+    n_test = n_test if test_max is None else min(n_test, test_max)
+    n_val = n_val if validation_max is None else min(n_val, validation_max)
     for key, count, fraction in (("data.holdout_fraction", n_test, test_fraction),
                                  ("data.validation_fraction", n_val, validation_fraction)):
         if count < 1:

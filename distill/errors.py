@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from distill.data import DataError
+from distill.export.manifest import ExportError
 from distill.schema import ConfigError
 
 
@@ -18,4 +19,4 @@ class TrainingDiverged(RuntimeError):
     """Too many consecutive non-finite losses or gradients (exit 1, last good checkpoint kept)."""
 
 
-UserError = (ConfigError, DataError, RunDirError, CheckpointError, FileNotFoundError)
+UserError = (ConfigError, DataError, RunDirError, CheckpointError, ExportError, FileNotFoundError)

@@ -20,7 +20,7 @@ from distill.config import Config
 from distill.data import Split, load_pairs, normalise_question, split_indices
 from distill.schema import ConfigError
 from distill.students import student_type
-from distill.targets import Targets, compute_targets, teacher_input
+from distill.targets import Targets, config_targets, teacher_input
 
 ONLINE_STATS_SAMPLE = 1024  # training answers embedded at start for the standardisation statistics
 
@@ -103,7 +103,8 @@ class RunData:
 def split_pairs(cfg: Config, questions: list[str]) -> Split:
     """The run's three splits, refused (``ConfigError`` naming the fraction, before any teacher runs
     or anything is written) when a split is empty or too small for the largest recall@k."""
-    split = split_indices(questions, cfg.data.holdout_fraction, cfg.data.validation_fraction, cfg.data.split_seed)
+    split = split_indices(questions, cfg.data.holdout_fraction, cfg.data.validation_fraction, cfg.data.split_seed,
+                          cfg.data.holdout_max, cfg.data.validation_max)
     k = max(cfg.eval.recall_at)
     for key, name, idx in (("data.validation_fraction", "validation", split.validation),
                            ("data.holdout_fraction", "test", split.test)):
@@ -155,8 +156,7 @@ def load_run_data(cfg: Config, progress: bool = True, mode: str | None = None, i
 
 
 def _stored(cfg: Config, questions, answers, split: Split, token_ids, progress: bool):
-    targets = compute_targets(cfg.teachers, questions, answers, cfg.targets.store_dir, device=pick_device(cfg),
-                              progress=progress, texts=cfg.data.task == "texts")
+    targets = config_targets(cfg, questions, answers, device=pick_device(cfg), progress=progress)
     inputs = token_ids if token_ids is not None else teacher_input(targets.q, cfg.input_names())
     train_t = targets.select(split.train)
     evals = {name: EvalSplit(idx, targets.select(idx), inputs[torch.as_tensor(idx)])

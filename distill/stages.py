@@ -14,7 +14,8 @@
 Stage k trains the run ``<run.name>-<stage name>``; the last stage is the run ``<run.name>``
 itself (the product: ``distill encode runs/<name>``). Every stage after the first starts from the
 previous stage's exported student (``student.init_from``, unless the stage sets it). ``--set``
-overrides apply to the base, before a stage's own keys. Every stage's config is validated before
+overrides apply to the base, before a stage's own keys; ``--set stages[i].key=value`` sets a key
+of stage i (e.g. ``stages[0].data.path=corpus.jsonl.gz``). Every stage's config is validated before
 the first one trains. ``--resume`` skips the stages that finished (their export and eval.json
 exist) and resumes the one that was interrupted.
 """
@@ -43,12 +44,12 @@ def load_stages(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -
     data = load_yaml(path)
     if not isinstance(data, dict) or "stages" not in data:
         return [load_config(path, overrides)]
-    stages = data.pop("stages")
-    if not isinstance(stages, list) or not stages:
+    if not isinstance(data["stages"], list) or not data["stages"]:
         raise ConfigError("stages", "must be a non-empty list of {name: ..., <section>: {...}} mappings")
-    for text in overrides:
+    for text in overrides:  # `--set stages[0].data.path=...` reaches one stage; other keys the base
         parts, value = parse_override(text)
         apply_override(data, parts, value)
+    stages = data.pop("stages")
     run = data.setdefault("run", {})
     base_name = run.get("name", "demo")
     names, cfgs = [], []

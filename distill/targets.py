@@ -23,7 +23,11 @@ class Targets:
 
     def select(self, idx: np.ndarray) -> Targets:
         idx_t = torch.as_tensor(idx, dtype=torch.long)
-        return Targets({k: v[idx_t] for k, v in self.q.items()}, {k: v[idx_t] for k, v in self.a.items()})
+
+        def sel(v):  # a store view stays a view; a tensor is indexed
+            return v[idx_t] if isinstance(v, torch.Tensor) else v.select(np.asarray(idx, dtype=np.int64))
+
+        return Targets({k: sel(v) for k, v in self.q.items()}, {k: sel(v) for k, v in self.a.items()})
 
     @property
     def dims(self) -> dict[str, int]:
@@ -37,23 +41,38 @@ def teacher_input(q: dict[str, torch.Tensor], names: list[str]) -> torch.Tensor:
 
 
 def compute_targets(teachers, questions: list[str], answers: list[str], store_dir: str,
-                    device: str = "cpu", progress: bool = True, texts: bool = False) -> Targets:
+                    device: str = "cpu", progress: bool = True, texts: bool = False, *, dtype: str = "float32",
+                    shard_rows: int | None = None, views: bool = False, stats: dict | None = None) -> Targets:
     """Embed questions (query role) and answers (answer role) with every teacher, via the store.
 
     ``texts=True`` (plain-text distillation, questions and answers the same texts): the texts are
     embedded once per teacher (answer role: a text is a document) and ``q`` and ``a`` are both
-    that array. Works in one process and inside a torch.distributed job (the teachers package
-    shards the work and writes the store from one rank).
+    that array. Works in one process and inside a torch.distributed job (ranks embed disjoint
+    shards). ``views=True``: the values are :class:`teachers.RowView` (rows read from the store
+    on demand) instead of float32 tensors in memory. ``stats``: see ``teachers.build_targets``.
     """
     from teachers import TargetStore, build_targets
+    from teachers.store import DEFAULT_SHARD_ROWS
 
-    store = TargetStore(store_dir)
+    store = TargetStore(store_dir, shard_rows=shard_rows or DEFAULT_SHARD_ROWS)
+    fields = {"text": questions} if texts else {"question": questions, "answer": answers}
+    arrays = build_targets(list(teachers), fields, store, device=device, progress=progress, dtype=dtype, stats=stats)
+
+    def get(name: str, field: str):
+        v = arrays[(name, field)]
+        return v if views else v.tensor()
+
     if texts:
-        arrays = build_targets(list(teachers), {"text": questions}, store, device=device, progress=progress)
-        t = {s.name: torch.from_numpy(np.array(arrays[(s.name, "text")], dtype=np.float32)) for s in teachers}
+        t = {s.name: get(s.name, "text") for s in teachers}
         return Targets(t, dict(t))
-    arrays = build_targets(list(teachers), {"question": questions, "answer": answers}, store,
-                           device=device, progress=progress)
-    q = {t.name: torch.from_numpy(np.array(arrays[(t.name, "question")], dtype=np.float32)) for t in teachers}
-    a = {t.name: torch.from_numpy(np.array(arrays[(t.name, "answer")], dtype=np.float32)) for t in teachers}
-    return Targets(q, a)
+    return Targets({t.name: get(t.name, "question") for t in teachers},
+                   {t.name: get(t.name, "answer") for t in teachers})
+
+
+def config_targets(cfg, questions: list[str], answers: list[str], *, device: str = "cpu",
+                   progress: bool | None = None, views: bool = False, stats: dict | None = None) -> Targets:
+    """:func:`compute_targets` with the config's teachers, store, dtype, shard size and task."""
+    return compute_targets(cfg.teachers, questions, answers, cfg.targets.store_dir, device=device,
+                           progress=cfg.logging.progress if progress is None else progress,
+                           texts=cfg.data.task == "texts", dtype=cfg.targets.dtype,
+                           shard_rows=cfg.targets.shard_rows, views=views, stats=stats)

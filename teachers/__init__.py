@@ -12,7 +12,17 @@ from .inspect import check_teacher, teacher_dim
 from .kinds import TEACHER_KINDS, resolve_model_source, teacher_kind, weights_identity
 from .pooling import POOLERS, POOLING_CODE_VERSION, pool
 from .spec import TeacherSpec
-from .store import TargetStore, build_targets, field_role, fingerprint, fingerprint_inputs, texts_digest
+from .store import (
+    RowView,
+    StoreError,
+    TargetStore,
+    build_targets,
+    field_role,
+    space_id,
+    space_inputs,
+    text_keys,
+    texts_digest,
+)
 from .teacher import (
     AUTO_ZERO3_MIN_BYTES,
     Teacher,
@@ -27,6 +37,8 @@ __all__ = [
     "POOLERS",
     "POOLING_CODE_VERSION",
     "TEACHER_KINDS",
+    "RowView",
+    "StoreError",
     "TargetStore",
     "Teacher",
     "TeacherPool",
@@ -37,13 +49,14 @@ __all__ = [
     "check_teacher",
     "choose_shard",
     "field_role",
-    "fingerprint",
-    "fingerprint_inputs",
     "load_teacher",
     "pool",
     "resolve_model_source",
     "teacher_dim",
     "teacher_kind",
+    "space_id",
+    "space_inputs",
+    "text_keys",
     "texts_digest",
     "weights_identity",
     "zero3_inference_config",

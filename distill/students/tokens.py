@@ -19,7 +19,8 @@ start as the inverse PCA so the untrained static path already points into the te
 ``init="random"`` (N(0, 1/token_dim), heads random; the ablation).
 
 Here: the model (:class:`StandaloneStudent`), its export format (``config.json`` +
-``model.safetensors`` + the tokenizer files: :func:`write_standalone`, :func:`load_standalone`),
+``model.safetensors`` + the tokenizer files + ``manifest.json``, :mod:`distill.export.manifest`:
+:func:`write_standalone`, :func:`load_standalone`, which verifies the manifest),
 the recipe's view of it (:class:`TokenStudent`: x (B, L) ids, ``distill.tokens.PAD`` padded) and
 its registry entry (:class:`TokenInputType`: build from config + data, load an export).
 
@@ -40,6 +41,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from distill.export.manifest import verify_export, write_manifest
 from distill.tokens import mask_of
 from fileio import write_dir_atomic
 from lattice import LatticeConfig
@@ -181,6 +183,7 @@ def write_standalone(student: StandaloneStudent, tokenizer_dir: str | os.PathLik
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
             shutil.copyfile(src / name, out / name)
+    write_manifest(out)  # last: it covers every file above
 
 
 def export_standalone(student: StandaloneStudent, tokenizer_dir: str | os.PathLike, path: str | os.PathLike) -> Path:
@@ -223,9 +226,10 @@ def load_standalone(path: str | os.PathLike) -> tuple[StandaloneStudent, Path]:
     from safetensors.torch import load_file
 
     root = find_export(path)
-    doc = json.loads((root / CONFIG_NAME).read_text())
     if not (root / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(f"{root}: the export has no {WEIGHTS_NAME}")
+    verify_export(root)
+    doc = json.loads((root / CONFIG_NAME).read_text())
     student = StandaloneStudent.from_config_doc(doc)
     student.load_state_dict(load_file(str(root / WEIGHTS_NAME)), strict=True)
     return student.eval(), root

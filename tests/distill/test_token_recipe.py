@@ -219,8 +219,8 @@ def test_text_task_trains_on_each_texts_own_teacher_embedding(root):
     # Split by distinct text: no held-out text is trained on.
     held = {texts[i] for i in list(d.validation.idx) + list(d.test.idx)}
     assert held and not held & {texts[i] for i in d.train_idx}
-    # Embedded once per teacher: one store entry per teacher, none for a second role.
-    assert len(TargetStore(str(root / "store")).entries()) == 2
+    # Embedded once per teacher: one store space per teacher, none for a second role.
+    assert len(TargetStore(str(root / "store")).spaces()) == 2
     res = r.evaluate(log=False)
     assert set(res["bert-mean"]) == {"student"}  # no baseline: it would be the target itself
     assert run(r, lambda: False) == 0

@@ -63,8 +63,8 @@ def test_two_processes_embed_then_train(tmp_path, tiny, store_dir):
     assert (run / "student" / "student.json").is_file() and (run / "eval.json").is_file()
     state = trainer_state(run)
     assert state["world_size"] == 2 and state["loop"]["step"] == 6
-    manifests = list(store_dir.glob("*/manifest.json"))
-    assert len(manifests) == 2  # the embed phase stored questions and answers of the one teacher
+    spaces = list(store_dir.glob("spaces/*/space.json"))
+    assert len(spaces) == 2  # the embed phase stored questions and answers of the one teacher
 
 
 def test_two_nodes_on_localhost_train_one_run(tmp_path, tiny):

@@ -204,22 +204,25 @@ def test_disk_full_during_training_exits_1_and_resume_reproduces_losses(baseline
 # ---- target store ----------------------------------------------------------------------------
 
 
-def test_failed_store_write_keeps_existing_entries_and_leaves_no_partial_entry(baseline, tmp_path):
+def test_failed_store_write_keeps_existing_shards_and_leaves_no_partial_shard(baseline, tmp_path):
     from teachers import TargetStore
+    from teachers.store import StoreError, text_keys
 
     root = tmp_path / "store"
     shutil.copytree(baseline.root / "store", root)
     before = snapshot(root)
     store = TargetStore(root)
-    fp = "0" * 64
-    with file_size_limit(16 * 1024), pytest.raises(OSError):
-        store.put(fp, np.ones((200, 32), dtype=np.float32), {"test": True})  # 25 KiB: over the limit
-    assert snapshot(root) == before  # existing entries untouched, nothing new, no .tmp-* left
-    assert not store.entry_dir(fp).exists()
-    for d in root.iterdir():
-        assert store.check(d.name, full=True) == (True, "ok")
+    sp = store.spaces()[0]
+    keys = text_keys([f"new text {i}" for i in range(200)])
+    with file_size_limit(16 * 1024), pytest.raises(StoreError, match="writing shard u-new failed"):
+        sp.write_shard("u-new", keys, np.ones((200, 32), dtype=np.float32))  # 25 KiB: over the limit
+    assert snapshot(root) == before  # existing shards untouched, nothing new, no .tmp-* left
+    assert not (sp.shards_dir / "u-new").exists()
+    for s in store.spaces():
+        assert s.verify(full=True) == []
     # Space again: the same write succeeds.
-    assert store.put(fp, np.ones((200, 32), dtype=np.float32), {"test": True}).shape == (200, 32)
+    assert sp.write_shard("u-new", keys, np.ones((200, 32), dtype=np.float32))
+    assert sp.check_shard("u-new") is None
 
 
 def test_failed_store_write_via_cli_names_the_store(baseline, tmp_path, monkeypatch, capsys):

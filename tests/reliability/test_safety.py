@@ -92,28 +92,6 @@ def test_real_checkpoint_files_pass_the_weights_only_check(baseline):
         verify_checkpoint(ck)  # RNG states hold numpy arrays: allowed, like Accelerate allows them
 
 
-def test_store_entry_holding_pickled_objects_is_refused(tmp_path):
-    from teachers import TargetStore
-    from teachers.store import _file_sha256
-
-    marker = tmp_path / "PWNED"
-    store = TargetStore(tmp_path / "store")
-    fp = "f" * 64
-    d = tmp_path / "store" / fp
-    d.mkdir(parents=True)
-    arr = np.empty(1, dtype=object)
-    arr[0] = _Payload(marker)
-    np.save(d / "embeddings.npy", arr, allow_pickle=True)
-    (d / "manifest.json").write_text(json.dumps({
-        "fingerprint": fp, "file": "embeddings.npy", "shape": [1], "dtype": "object",
-        "size": (d / "embeddings.npy").stat().st_size, "sha256": _file_sha256(d / "embeddings.npy")}))
-    assert store.check(fp, full=True) == (True, "ok")  # the manifest matches: bytes are as written
-    assert store.load(fp) is None  # ... but it is not a float array: refused, to be rebuilt
-    assert not marker.exists()
-    np.load(d / "embeddings.npy", allow_pickle=True)  # control: unrestricted, the payload runs
-    assert marker.exists()
-
-
 # ---- trust_remote_code ---------------------------------------------------------------------
 
 CUSTOM_CONFIG = '''
@@ -200,25 +178,31 @@ def test_store_entry_that_verifies_but_does_not_load_is_rebuilt(baseline, tmp_pa
     from distill.config import load_config
     from distill.data import load_pairs
     from distill.targets import compute_targets
-    from teachers.store import _file_sha256
+    from fileio import sha256_file
+    from teachers import TargetStore
 
     marker = tmp_path / "PWNED"
     store_dir = tmp_path / "store"
     shutil.copytree(baseline.root / "store", store_dir)
-    victim = next(d for d in store_dir.iterdir()
-                  if json.loads((d / "manifest.json").read_text())["teacher"] == "bert-mean"
-                  and json.loads((d / "manifest.json").read_text())["field"] == "question")
-    original = np.load(victim / "embeddings.npy")
+    space = next(sp for sp in TargetStore(store_dir).spaces()
+                 if sp.info()["teacher"] == "bert-mean" and sp.info()["inputs"]["role"] == "query")
+    victim = space.shards_dir / space.shard_names()[0]
+    original_shard = np.load(victim / "emb.npy")
     arr = np.empty(1, dtype=object)
     arr[0] = _Payload(marker)
-    np.save(victim / "embeddings.npy", arr, allow_pickle=True)
-    manifest = json.loads((victim / "manifest.json").read_text())
-    manifest.update(size=(victim / "embeddings.npy").stat().st_size, sha256=_file_sha256(victim / "embeddings.npy"))
-    (victim / "manifest.json").write_text(json.dumps(manifest))
+    np.save(victim / "emb.npy", arr, allow_pickle=True)
+    meta = json.loads((victim / "shard.json").read_text())
+    meta["files"]["emb.npy"] = {"size": (victim / "emb.npy").stat().st_size, "sha256": sha256_file(victim / "emb.npy")}
+    (victim / "shard.json").write_text(json.dumps(meta))
+    (space.dir / "verified.json").unlink(missing_ok=True)
 
     cfg = load_config(baseline.config)
     pairs = load_pairs(cfg.data).dataset
     targets = compute_targets(cfg.teachers, list(pairs["question"]), list(pairs["answer"]), str(store_dir),
                               progress=False)
-    np.testing.assert_allclose(targets.q["bert-mean"].numpy(), original, atol=1e-6)
+    # The shard matched its checksums but held objects: treated as corrupt, re-embedded, never unpickled.
+    assert original_shard.dtype == np.float32
+    ref = compute_targets(cfg.teachers, list(pairs["question"]), list(pairs["answer"]), str(baseline.root / "store"),
+                          progress=False)
+    np.testing.assert_allclose(targets.q["bert-mean"].numpy(), ref.q["bert-mean"].numpy(), atol=1e-6)
     assert not marker.exists()

@@ -59,15 +59,17 @@ def test_zero3_two_processes_torchrun_then_accelerate(tiny_models, tmp_path):
         # Same number of forwards on both ranks although rank 0 had 1 online batch and rank 1 had 3.
         assert ranks[0][name]["forward_calls"] == ranks[1][name]["forward_calls"] == 2 + 3
 
-    # build_targets in the job: rank 0 wrote, both ranks read the same, equal to one process.
+    # build_targets in the job: the ranks embedded disjoint units (rank 0 units 0 and 2 of each
+    # field: 8 rows; rank 1 units 1 and 3: 5 rows), both read every row, equal to one process.
+    assert [res["stats"]["embedded_rows"] for res in ranks] == [{"enc": 16, "dec": 16}, {"enc": 10, "dec": 10}]
     for res in ranks:
-        assert sorted(res["stats"]["computed"]) == [(n, f) for n in ("dec", "enc") for f in ("answer", "question")]
         for (name, field), texts in {("enc", "question"): TEXTS, ("enc", "answer"): TEXTS[::-1],
                                      ("dec", "question"): TEXTS, ("dec", "answer"): TEXTS[::-1]}.items():
             role = "query" if field == "question" else "answer"
             torch.testing.assert_close(res["targets"][f"{name}/{field}"], refs[name].encode(texts, role),
                                        atol=1e-5, rtol=0)
-    assert len(TargetStore(store).entries()) == 4
+    assert len(TargetStore(store).spaces()) == 4
+    assert sum(len(sp.shard_names()) for sp in TargetStore(store).spaces()) == 16
 
     # Second job, under Accelerate's own process group: the questions are stored (no forward for
     # them), the new answers are computed -- with ZeRO-3 inside the group Accelerate created.
@@ -77,9 +79,9 @@ def test_zero3_two_processes_torchrun_then_accelerate(tiny_models, tmp_path):
     upper = [x.upper() for x in TEXTS]
     for res in ranks:
         assert res["accelerate_group"]
-        assert sorted(res["stats"]["cached"]) == [("dec", "question"), ("enc", "question")]
-        assert sorted(res["stats"]["computed"]) == [("dec", "answer"), ("enc", "answer")]
+        assert res["stats"]["cached_rows"] == {"enc": 13, "dec": 13}  # the questions (and no answer: all new)
         for name, ref in refs.items():
             torch.testing.assert_close(res["targets"][f"{name}/answer"], ref.encode(upper, "answer"),
                                        atol=1e-5, rtol=0)
-    assert len(TargetStore(store).entries()) == 6
+    assert sum(res["stats"]["embedded_rows"]["enc"] for res in ranks) == 13  # only the new answers
+    assert len(TargetStore(store).spaces()) == 4  # the new answers joined the answer spaces

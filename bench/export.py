@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from distill.cli import main as distill_main  # noqa: E402
 from distill.encoder import Encoder, export_standalone  # noqa: E402
-from distill.standalone import StandaloneConfig, StandaloneStudent  # noqa: E402
+from distill.students.tokens import StandaloneConfig, StandaloneStudent  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "export.json"
 # configs/standalone.yaml's student

@@ -33,6 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from fileio import write_text_atomic  # noqa: E402
 from lattice import Lattice3D, LatticeConfig  # noqa: E402
 from tests.lattice.lattice_reference import reference_run  # noqa: E402
 
@@ -240,9 +241,7 @@ def main(argv=None) -> dict:
         "reference": refs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(args.out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    write_text_atomic(args.out, json.dumps(doc, indent=2) + "\n")
     print(f"wrote {args.out}")
     return doc
 

@@ -9,10 +9,11 @@ never trained: its space shows the untrained student, i.e. the identity start in
 teacher's space and a random head in another's; compare those spaces only between the students
 that trained them).
 
-Loss variants (issue #11 item 6, PHI-S / teacher dropping): ``--norms center`` adds the three
-students again with ``loss.target_norm=center`` (every term in the per-teacher centred space),
-``--drops 0.5`` adds "both" with ``loss.teacher_drop=0.5``. The validation split's numbers (the
-final step's, as eval.json holds them) are recorded beside the test split's, for choosing.
+Loss variants (issue #11 item 6, PHI-S): ``--norms center`` adds the three students again with
+``loss.target_norm=center`` (every term in the per-teacher centred space). (The teacher-dropping
+variant was retired with ``loss.teacher_drop`` in issue #22: it helped nowhere;
+bench/results/multi_teacher_norm.json keeps its rows.) The validation split's numbers (the final
+step's, as eval.json holds them) are recorded beside the test split's, for choosing.
 
 Reported (mean ± 95% Student-t interval over the seeds, bench/stats.py):
 - each teacher space's Dolly TEST-split metrics (eval.json's ``test``; evaluated once, at the
@@ -28,7 +29,7 @@ the same variant reading the first input.
     python bench/multi_teacher.py                   # from the repository root: the demo as configured
     python bench/multi_teacher.py --seeds 0 1 2 --sts-pairs 2000 --set loss.standardize=true
     # the recorded runs from before the demo's kernel skip (README "Does a second teacher help?"):
-    python bench/multi_teacher.py --inputs minilm --norms none center --drops 0.5 \
+    python bench/multi_teacher.py --inputs minilm --norms none center \
         --set "student.kernel_skip.teachers=[]" --out bench/results/multi_teacher_norm.json
     python bench/multi_teacher.py --variants "both (demo weights)" --norms none center \
         --inputs minilm minilm,smollm2 --set "student.kernel_skip.teachers=[]" \
@@ -36,8 +37,8 @@ the same variant reading the first input.
     python bench/multi_teacher.py --mean-baseline   # cosine of predicting the training answers' mean
 
 Paired differences (same seeds) are printed and stored per space: each "both" variant against
-the single teacher that trained that space under the same target_norm (teacher_drop rows:
-against target_norm none), against the plain "both", and every student against ridge (item 7).
+the single teacher that trained that space under the same target_norm, against the plain "both",
+and every student against ridge (item 7).
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.stats import paired, summarize  # noqa: E402
 from distill.config import load_config  # noqa: E402
+from distill.eval import spearman  # noqa: E402
 from distill.targets import teacher_input  # noqa: E402
 from distill.train import build_recipe, run  # noqa: E402
 
@@ -79,11 +81,10 @@ def input_override(spec: str) -> str:
     return f"student.input_teacher=[{', '.join(spec.split(','))}]"
 
 
-def variant_list(weights: list[str], norms: list[str], drops: list[float],
+def variant_list(weights: list[str], norms: list[str],
                  inputs: list[str] | None = None) -> dict[str, tuple[str, list[str]]]:
     """label -> (weights variant, extra overrides): every weights variant under every target_norm
-    (label suffix ", target_norm=X" unless X is none), then "both" with each teacher_drop; all of it
-    once per student input in ``inputs`` (comma-joined teacher names; label suffix ", input=a+b"
+    (label suffix ", target_norm=X" unless X is none); all of it once per student input in ``inputs`` (comma-joined teacher names; label suffix ", input=a+b"
     when more than one input is compared)."""
     out = {}
     inputs = inputs or [None]
@@ -95,8 +96,6 @@ def variant_list(weights: list[str], norms: list[str], drops: list[float],
                 label = (w if norm == "none" else f"{w}, target_norm={norm}") + tag
                 # always set: the config's own target_norm need not be none
                 out[label] = (w, [*over, f"loss.target_norm={norm}"])
-        for p in drops:
-            out[f"{BOTH}, teacher_drop={p}{tag}"] = (BOTH, [*over, "loss.target_norm=none", f"loss.teacher_drop={p}"])
     return out
 
 
@@ -131,12 +130,6 @@ def comparisons(variants: dict[str, tuple[str, list[str]]]) -> list[tuple[str, s
         if label != both and both in variants:
             out += [(label, both, "minilm"), (label, both, "smollm2")]
     return out
-
-
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    ra = np.argsort(np.argsort(a)).astype(float)
-    rb = np.argsort(np.argsort(b)).astype(float)
-    return float(np.corrcoef(ra, rb)[0, 1])
 
 
 def sts_inputs(cfg, n_pairs: int, names: list[str]) -> tuple[dict, dict, np.ndarray]:
@@ -237,7 +230,6 @@ def main() -> int:
     ap.add_argument("--variants", nargs="*", default=list(VARIANTS), help="weights variants")
     ap.add_argument("--norms", nargs="*", default=None,
                     help="loss.target_norm values to run each variant with (default: the config's)")
-    ap.add_argument("--drops", type=float, nargs="*", default=[], help="loss.teacher_drop values to run 'both' with")
     ap.add_argument("--inputs", nargs="*", default=None,
                     help="student inputs to run every variant with, each comma-joined teacher names "
                          "(e.g. minilm minilm,smollm2); default: the config's student.input_teacher")
@@ -251,7 +243,7 @@ def main() -> int:
         for split, row in mean_answer_baseline(cfg).items():
             print(f"{split}: " + ", ".join(f"{n} {v:.4f}" for n, v in row.items()))
         return 0
-    variants = variant_list(args.variants, args.norms or [cfg.loss.target_norm], args.drops, args.inputs)
+    variants = variant_list(args.variants, args.norms or [cfg.loss.target_norm], args.inputs)
     needed = list(dict.fromkeys(n for spec in (args.inputs or [",".join(cfg.input_names())]) for n in spec.split(",")))
     sts = sts_inputs(cfg, args.sts_pairs, needed)
     runs: dict[str, list[dict]] = {v: [] for v in variants}

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.stats import summarize  # noqa: E402
 from distill.config import load_config  # noqa: E402
-from distill.evaluate import fit_ridge, fit_ridge_wide, retrieval_metrics  # noqa: E402
+from distill.eval.qa import fit_ridge, fit_ridge_wide, retrieval_metrics  # noqa: E402
 from distill.rundata import load_run_data  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "ridge_ceiling.json"

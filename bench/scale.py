@@ -116,7 +116,7 @@ def stage(name: str, n: int, work: Path) -> dict:
     import datasets  # noqa: F401  (the imports' own memory is the baseline, not the stage's)
 
     import distill.data  # noqa: F401
-    import distill.evaluate  # noqa: F401
+    import distill.eval.qa  # noqa: F401
     import distill.targets  # noqa: F401
     import teachers  # noqa: F401
 
@@ -147,7 +147,7 @@ def stage(name: str, n: int, work: Path) -> dict:
         from distill.config import load_config
         from distill.curriculum import CurriculumConfig, CurriculumSampler
         from distill.losses import MultiTeacherLoss, compute_target_stats
-        from distill.student import Student
+        from distill.students.teacher import Student
 
         cfg = load_config(ROOT / "configs" / "default.yaml")
         _, tr, _, t, spec = load_and_targets(path, work, n)
@@ -174,7 +174,7 @@ def stage(name: str, n: int, work: Path) -> dict:
         out["seconds"] = float(np.median(times[5:]))  # the first steps warm up allocators
         out["batch"] = cfg.train.batch_size
     elif name == "eval":
-        from distill.evaluate import fit_ridge, retrieval_metrics
+        from distill.eval.qa import fit_ridge, retrieval_metrics
 
         _, tr, he, t, spec = load_and_targets(path, work, n)
         k = spec.name
@@ -189,7 +189,7 @@ def stage(name: str, n: int, work: Path) -> dict:
         out["heldout"] = len(he)
         out["recall@1_identity"] = m["recall@1"]
     elif name == "predict":
-        from distill.evaluate import topk_cosine
+        from distill.eval.qa import topk_cosine
 
         ds, tr, _, t, spec = load_and_targets(path, work, n)
         query = t.q[spec.name][:1]

@@ -44,9 +44,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import standalone_data as SD  # noqa: E402
-from distill.evaluate import retrieval_metrics  # noqa: E402
-from distill.standalone import StandaloneConfig, StandaloneStudent  # noqa: E402
+from distill.eval import evaluate_pairs, evaluate_retrieval  # noqa: E402
+from distill.eval.qa import retrieval_metrics  # noqa: E402
+from distill.students.tokens import StandaloneConfig, StandaloneStudent  # noqa: E402
 from distill.token_init import teacher_token_table  # noqa: E402
+from fileio import write_text_atomic  # noqa: E402
 
 OUT = ROOT / "bench" / "results" / "standalone.json"
 TRIALS = ROOT / "bench" / "results" / "standalone_trials.json"
@@ -78,51 +80,16 @@ DEFAULT = {
 # ------------------------------------------------------------------------------------------------
 # metrics
 # ------------------------------------------------------------------------------------------------
-def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    from scipy.stats import spearmanr
-
-    return float(spearmanr(a, b).correlation)
-
-
 def sts_scores(encode, rows) -> dict:
-    """encode: texts -> (N, d) normalised. -> {'mean': ..., set: spearman}."""
-    sents = sorted({r["s1"] for r in rows} | {r["s2"] for r in rows})
-    pos = {s: i for i, s in enumerate(sents)}
-    e = encode(sents)
-    out = {}
-    by_set: dict[str, list] = {}
-    for r in rows:
-        by_set.setdefault(r["set"], []).append(r)
-    for name, rs in sorted(by_set.items()):
-        a = e[[pos[r["s1"]] for r in rs]]
-        b = e[[pos[r["s2"]] for r in rs]]
-        out[name] = spearman((a * b).sum(1), np.array([r["score"] for r in rs]))
-    out["mean"] = float(np.mean([v for k, v in out.items()]))
-    return out
+    """encode: texts -> (N, d). -> {'mean': ..., set: spearman} (distill.eval.pairs: ties averaged)."""
+    res = evaluate_pairs(encode, rows)
+    return {**res["sets"], "mean": res["spearman"]}
 
 
 def trec_scores(encode_q, encode_a, rows) -> dict:
-    """MAP and MRR over questions with >= 1 positive and >= 1 negative candidate."""
-    qs = sorted({r["question"] for r in rows})
-    cs = sorted({r["answer"] for r in rows})
-    eq, ec = encode_q(qs), encode_a(cs)
-    qi, ci = {q: i for i, q in enumerate(qs)}, {c: i for i, c in enumerate(cs)}
-    groups: dict[str, list] = {}
-    for r in rows:
-        groups.setdefault(r["question"], []).append(r)
-    aps, rrs = [], []
-    for q, rs in groups.items():
-        labels = np.array([r["label"] for r in rs])
-        if labels.min() == labels.max():
-            continue
-        s = ec[[ci[r["answer"]] for r in rs]] @ eq[qi[q]]
-        order = np.argsort(-s, kind="stable")
-        lab = labels[order]
-        hits = np.cumsum(lab)
-        prec = hits / np.arange(1, len(lab) + 1)
-        aps.append(float((prec * lab).sum() / lab.sum()))
-        rrs.append(1.0 / (1 + int(np.argmax(lab))))
-    return {"map": float(np.mean(aps)), "mrr": float(np.mean(rrs)), "questions": len(aps)}
+    """MAP and MRR over questions with >= 1 positive and >= 1 negative candidate (distill.eval.retrieval)."""
+    res = evaluate_retrieval(encode_q, encode_a, rows)
+    return {"map": res["map"], "mrr": res["mrr"], "questions": res["questions"]}
 
 
 def dolly_scores(encode_q, questions, answer_emb) -> dict:
@@ -346,9 +313,7 @@ def main() -> int:
 
         results = json.loads(OUT.read_text())
         measure_speed(env, results, SD.teacher(), StaticModel.from_pretrained(str(POTION)))
-        tmp = OUT.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(results, indent=1))
-        os.replace(tmp, OUT)
+        write_text_atomic(OUT, json.dumps(results, indent=1))
         print_table(results)
         return 0
     print(f"corpus: {env.n_corpus} sentences after removing every STS sentence "
@@ -365,9 +330,7 @@ def main() -> int:
                               "trec_train_map": res["trec_train"]["map"], "trec_train_mrr": res["trec_train"]["mrr"],
                               "train_s": round(res["train"]["train_s"], 1)}), flush=True)
         old = json.loads(TRIALS.read_text()) if TRIALS.exists() else []
-        tmp = TRIALS.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(old + rows, indent=1))
-        os.replace(tmp, TRIALS)
+        write_text_atomic(TRIALS, json.dumps(old + rows, indent=1))
         return 0
     return full_bench(env, cfg, args)
 
@@ -413,9 +376,7 @@ def full_bench(env: Env, cfg: dict, args) -> int:
     export_standalone(students["(d) trained, lattice off"], tok.dir, exp.with_name("export_d"))
     measure_speed(env, results, teacher, potion)
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    tmp = OUT.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, OUT)
+    write_text_atomic(OUT, json.dumps(results, indent=1))
     print_table(results)
     return 0
 
@@ -542,9 +503,7 @@ def recipe_bench(variants: dict[str, list[str]], rounds: int = 3) -> int:
                               f"median of {rounds} interleaved rounds; each variant's first run's export")
     results["machine_load_1min"] = {"before_speed": load0, "after_speed": os.getloadavg()[0]}
     out = OUT.with_name("standalone_recipe.json")
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=1))
-    os.replace(tmp, out)
+    write_text_atomic(out, json.dumps(results, indent=1))
     print_table(results)
     for k, d in results["paired_on_minus_off"].items():
         print(f"paired {k} - lattice off: " + ", ".join(

@@ -16,6 +16,7 @@ weights identity.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -25,6 +26,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from fileio import write_bytes_atomic  # noqa: E402
+
 SHARED = ROOT.parent / "shared" / "data"
 if not SHARED.is_dir():  # worktrees sit one level deeper than the main checkout
     SHARED = Path("/work/shared/data")
@@ -85,7 +88,7 @@ def teacher():
 
 def teacher_embed(texts: list[str], role: str = "query") -> np.ndarray:
     """MiniLM embeddings (N, 384), cached on disk by texts + weights identity."""
-    from teachers.source import weights_identity
+    from teachers.kinds import weights_identity
     from teachers.store import texts_digest
 
     key = texts_digest([weights_identity(TEACHER_MODEL), role, *texts])[:24]
@@ -94,9 +97,9 @@ def teacher_embed(texts: list[str], role: str = "query") -> np.ndarray:
         return np.load(path)
     emb = teacher().encode(texts, role=role, batch_size=64, progress=True).numpy()
     CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}.npy")
-    np.save(tmp, emb)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    np.save(buf, emb)
+    write_bytes_atomic(path, buf.getvalue())
     return emb
 
 

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 from distill import tbviews  # noqa: E402
 from distill.config import DataSection  # noqa: E402
 from distill.data import load_pairs, split_indices  # noqa: E402
-from distill.evaluate import evaluate_spaces, retrieval_metrics  # noqa: E402
-from distill.student import Student  # noqa: E402
+from distill.eval.qa import evaluate_spaces, retrieval_metrics  # noqa: E402
+from distill.students.teacher import Student  # noqa: E402
 from lattice import LatticeConfig  # noqa: E402
 
 HASH_DIM = 512

@@ -34,6 +34,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from fileio import write_text_atomic  # noqa: E402
 from teachers import TargetStore, TeacherSpec, build_targets, load_teacher  # noqa: E402
 
 
@@ -174,9 +175,7 @@ def main() -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_suffix(".json.tmp")
-    tmp_out.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp_out, out)
+    write_text_atomic(out, json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
 
 

@@ -24,7 +24,6 @@ silently skips RNG states it cannot load; verifying first makes that a reported 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from distill.errors import CheckpointError
+from fileio import fsync_dir, sha256_file, write_dir_atomic, write_json_atomic, write_text_atomic  # noqa: F401 (re-exported)
 
 logger = logging.getLogger(__name__)
 PREFIX = "step_"
@@ -50,66 +50,6 @@ except ImportError:  # pragma: no cover - safetensors is a dependency of acceler
 WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 # Files Accelerate writes with torch.save (pickle inside): checked with weights_only=True.
 PICKLE_SUFFIXES = (".bin", ".pkl", ".pt", ".pth")
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync, then rename it over ``path``:
-    ``path`` holds the old or the new content, never a mix; a failed write leaves no temporary."""
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
-
-
-def write_dir_atomic(path: Path, fill: Callable[[Path], None]) -> None:
-    """``fill(tmp)`` writes a directory beside ``path``, which then replaces ``path`` by rename,
-    so a reader never sees a half-written directory (a killed write leaves only ``.tmp-*``). An
-    existing ``path`` is moved aside, not deleted, until the new one is in place; a ``fill`` that
-    raises leaves ``path`` as it was and no temporary directory behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}")
-    old = path.with_name(f"{TMP_PREFIX}old-{path.name}")
-    for leftover in (tmp, old):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    try:
-        fill(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def build_manifest(root: Path) -> dict:
@@ -257,11 +197,11 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict, 
             write_json_atomic(tmp / "trainer_state.json", trainer_state)
             write_json_atomic(tmp / "meta.json", meta)
             write_json_atomic(tmp / "manifest.json", build_manifest(tmp))
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             if final.exists():  # a re-save of the same step (after a resume): move the old one aside
                 os.rename(final, replaced)
             os.rename(tmp, final)
-            _fsync_dir(d)
+            fsync_dir(d)
             write_text_atomic(d / "latest", final.name + "\n")
             shutil.rmtree(replaced, ignore_errors=True)
             for old in list_checkpoints(run_dir)[keep_last:]:
@@ -282,7 +222,7 @@ def config_meta(cfg) -> dict:
     that changes targets) and the student's fields without the lattice sizes only the teachers'
     dimensions fix. ``cfg`` is a :class:`distill.config.Config`; :meth:`Checkpointer.meta` is the
     full version, from the built student."""
-    from distill.student import section_config
+    from distill.students import section_config
 
     return {"teachers": {t.name: t.embedding_fields() for t in cfg.teachers},
             **section_config(cfg.student, cfg.input_names())}

@@ -49,10 +49,16 @@ def build_parser(launch_options: bool = False) -> argparse.ArgumentParser:
     _add_store(sub)
 
     p = sub.add_parser("eval", help="evaluate a trained run against the baselines",
-                       description="Metrics table per teacher space, with identity and ridge baselines.")
+                       description="Metrics table per teacher space, with identity and ridge baselines; with --sts "
+                                   "and/or --retrieval, those evaluations of the run's encoder instead.")
     p.add_argument("run_dir", help="a run directory (runs/<name>)")
     p.add_argument("--data", help="evaluate this pairs file (a texts file for a data.task=texts run) as a test split instead of the run's validation and test splits")
-    p.add_argument("--out", help="write the JSON here (default: RUN_DIR/eval.json)")
+    p.add_argument("--sts", metavar="FILE", help="pair similarity: a JSONL of {s1, s2, score[, set]} lines; "
+                   "reports Spearman (ties averaged) of the student's cosine against the score")
+    p.add_argument("--retrieval", metavar="FILE", help="retrieval: a JSONL of {question, answer, label} lines "
+                   "(a question's lines are its candidates); reports MAP and MRR")
+    p.add_argument("--out", help="write the JSON here (default: RUN_DIR/eval.json, or RUN_DIR/eval_encoder.json "
+                   "with --sts/--retrieval)")
     p.set_defaults(func="distill.commands:cmd_eval")
 
     p = sub.add_parser("predict", help="nearest answers from the training answer bank",
@@ -110,7 +116,7 @@ def _add_standalone(sub) -> None:
     p.add_argument("--output", required=True, help="the .npy to write (atomically)")
     p.add_argument("--space", default=None, help="teacher space to output (default: the input teacher's)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward (default 64)")
-    p.set_defaults(func="distill.encoder:cmd_encode")
+    p.set_defaults(func="distill.commands:cmd_encode")
     # --- end encode ---
     # --- export (standalone students; distill/export/) ---
     p = sub.add_parser("export", help="export a standalone student for sentence-transformers, Model2Vec or ONNX",
@@ -159,8 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:
         # A teacher that cannot be loaded (wrong model id or path, custom code not opted in) is
         # bad input. Matched by module so the CLI never imports the teachers (torch) itself.
-        source = sys.modules.get("teachers.source")
-        if source is not None and isinstance(err, source.TeacherSourceError):
+        errors = sys.modules.get("teachers.errors")
+        if errors is not None and isinstance(err, errors.TeacherSourceError):
             return _fail(err, EXIT_BAD_INPUT)
         raise
 

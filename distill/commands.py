@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from distill.config import Config
@@ -92,30 +94,27 @@ def _embed(cfg: Config) -> int:
     return 0
 
 
-def _student(run_dir: Path, cfg: Config | None = None):
-    """The run's exported student: a standalone export (config.json) loads as a TokenStudent."""
-    if (run_dir / "student" / "config.json").is_file():
-        from distill.encoder import load_standalone
-        from distill.token_student import TokenStudent
+def load_student(run_dir: Path):
+    """The run's exported student, whatever its type (:func:`distill.students.load_student`)."""
+    from distill.students import load_student as load
 
-        try:
-            model, root = load_standalone(run_dir / "student")
-        except (FileNotFoundError, ValueError) as err:
-            raise RunDirError(str(err)) from None
-        return TokenStudent(model, root)
-    from distill.student import Student
-
-    return Student.from_pretrained(run_dir / "student")
+    try:
+        return load(run_dir / "student")
+    except (FileNotFoundError, ValueError) as err:
+        raise RunDirError(str(err)) from None
 
 
 def cmd_eval(args) -> int:
     """The run's validation and test splits (as training reported them), or ``--data FILE``
     evaluated as a test split; baselines fitted on the run's training split."""
     cfg, run_dir = load_run(args.run_dir)
-    from distill.evaluator import Evaluator, format_splits
+    student = load_student(run_dir)
+    if getattr(args, "sts", None) or getattr(args, "retrieval", None):
+        return _eval_encoder(args, cfg, run_dir, student)
+    from distill.eval.evaluator import Evaluator, format_splits
     from distill.rundata import load_run_data
+    from distill.students import student_type
 
-    student = _student(run_dir)
     data = load_run_data(cfg, cfg.logging.progress, mode="store")
     if args.data:
         x, split_t, n = _other_data(cfg, student, args.data)
@@ -124,12 +123,12 @@ def cmd_eval(args) -> int:
         splits = {s: (getattr(data, s).x, getattr(data, s).targets) for s in ("validation", "test")}
         pairs = {s: len(getattr(data, s).idx) for s in ("validation", "test")}
     ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size, cfg.data.task == "pairs")
-    it = student.input_teachers if student.input_mode == "teacher" else None
+    it = student.input_teachers if student_type(student.input_mode).reads_teacher_input else None
     results = {s: Evaluator(x, t, data.train, *ev, input_teacher=it).evaluate(student, "cpu")
                for s, (x, t) in splits.items()}
     print(format_splits(results, pairs, it or student.input_teacher))
     out = Path(args.out) if args.out else run_dir / "eval.json"
-    from distill.checkpoint import write_json_atomic
+    from fileio import write_json_atomic
 
     write_json_atomic(out, {"data": str(args.data) if args.data else cfg.data.path, "pairs": pairs,
                             "input_teacher": student.input_teacher, **results, "results": results["test"]})
@@ -137,10 +136,24 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _eval_encoder(args, cfg: Config, run_dir: Path, student) -> int:
+    """``distill eval RUN --sts FILE --retrieval FILE``: the run's encoder on pair similarity and
+    retrieval files; prints the results and writes them as JSON."""
+    from distill.eval.encoders import eval_encoder, format_encoder_results
+    from fileio import write_json_atomic
+
+    res = eval_encoder(cfg, run_dir, student, args.sts, args.retrieval)
+    print(format_encoder_results(res), end="")
+    out = Path(args.out) if args.out else run_dir / "eval_encoder.json"
+    write_json_atomic(out, res)
+    print(f"wrote {out}")
+    return 0
+
+
 def _other_data(cfg: Config, student, path: str):
     """``distill eval --data FILE``: every pair of another file, its targets through the store."""
     from distill.data import load_pairs
-    from distill.rundata import token_inputs
+    from distill.students import student_type
     from distill.targets import config_targets, teacher_input
 
     data_cfg = replace(cfg.data, path=path, format="auto", categories=None, max_pairs=None)
@@ -153,7 +166,9 @@ def _other_data(cfg: Config, student, path: str):
         other = load_pairs(data_cfg).dataset
         eq, ea = list(other["question"]), list(other["answer"])
     eval_t = config_targets(cfg, eq, ea)
-    x = token_inputs(cfg, eq)[0] if student.input_mode == "tokens" else teacher_input(eval_t.q, student.input_teachers)
+    x = student_type(student.input_mode).text_inputs(cfg, eq)
+    if x is None:  # the student reads its input teachers' question embeddings
+        x = teacher_input(eval_t.q, student.input_teachers)
     return x, eval_t, len(eq)
 
 
@@ -161,31 +176,19 @@ def cmd_predict(args) -> int:
     cfg, run_dir = load_run(args.run_dir)
     if args.top_k < 1:
         raise RunDirError(f"--top-k must be >= 1, got {args.top_k}")
-    from distill.evaluate import topk_cosine
+    from distill.eval.encoders import run_encoders
+    from distill.eval.qa import topk_cosine
     from distill.rundata import load_run_data
 
-    if (run_dir / "student" / "config.json").is_file():
-        # Standalone: the Encoder (tokenizer + student) embeds the question; no teacher is loaded.
-        from distill.encoder import Encoder
-
-        try:
-            enc = Encoder.from_pretrained(run_dir / "student")
-            pred = torch.from_numpy(enc.encode([args.question]))
-        except (FileNotFoundError, ValueError) as err:
-            raise RunDirError(str(err)) from None
-        space = enc.config.input_teacher
-        data = load_run_data(cfg, progress=False, mode="store", inputs=False)
-    else:
-        from teachers import load_teacher
-
-        student = _student(run_dir)
-        data = load_run_data(cfg, progress=False, mode="store", inputs=False)
-        space = student.input_teacher
-        specs = {t.name: t for t in cfg.teachers}
-        x = torch.cat([load_teacher(specs[n], device="cpu").encode([args.question], role="query")
-                       for n in student.input_teachers], dim=-1)  # the input teachers' embeddings, in order
-        with torch.no_grad():
-            pred = student(x)[space]
+    # A standalone student embeds the question itself (no teacher is loaded); a teacher-input
+    # student reads its input teachers' embeddings of it.
+    student = load_student(run_dir)
+    try:
+        space, encode_query, _ = run_encoders(cfg, run_dir, student)
+        pred = torch.from_numpy(np.asarray(encode_query([args.question]), dtype=np.float32))
+    except (FileNotFoundError, ValueError) as err:
+        raise RunDirError(str(err)) from None
+    data = load_run_data(cfg, progress=False, mode="store", inputs=False)
     # The answer bank is the training split's answers, searched in blocks (no N x N scores).
     values, indices = topk_cosine(pred, data.train.a[space], args.top_k)
     answers = [data.answers[i] for i in data.train_idx]
@@ -198,10 +201,85 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def read_texts(path: str | os.PathLike) -> list[str]:
+    """A .jsonl file (``text`` field) or a text file (one text per line) -> texts in order.
+
+    Raises ``distill.data.DataError`` naming ``FILE:LINE`` for a non-UTF-8 line, a line that is
+    not JSON, a missing/non-string ``text`` field or an empty text.
+    """
+    from distill.data import DataError
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: no such file")
+    jsonl = p.suffix.lower() in (".jsonl", ".ndjson")
+    texts = []
+    with open(p, "rb") as f:
+        raw_lines = f.read().split(b"\n")
+    if raw_lines and raw_lines[-1] == b"":
+        raw_lines.pop()
+    for lineno, raw in enumerate(raw_lines, start=1):
+        try:
+            line = raw.decode("utf-8").rstrip("\r")
+        except UnicodeDecodeError as err:
+            raise DataError(f"{p}:{lineno}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+        if jsonl:
+            if not line.strip():
+                raise DataError(f"{p}:{lineno}: empty line (every line must be a JSON object with a 'text' field)")
+            try:
+                rec = json.loads(line)
+            except ValueError as err:
+                raise DataError(f"{p}:{lineno}: not valid JSON ({err})") from None
+            if not isinstance(rec, dict) or "text" not in rec:
+                raise DataError(f"{p}:{lineno}: missing 'text' field")
+            text = rec["text"]
+            if not isinstance(text, str):
+                raise DataError(f"{p}:{lineno}: 'text' must be a string, got {type(text).__name__}")
+        else:
+            text = line
+        if not text.strip():
+            raise DataError(f"{p}:{lineno}: empty text")
+        texts.append(text)
+    if not texts:
+        raise DataError(f"{p}: no texts")
+    return texts
+
+
+def cmd_encode(args) -> int:
+    from distill.data import DataError
+    from distill.encoder import Encoder
+    from distill.export.manifest import ExportError
+    from fileio import write_bytes_atomic
+
+    if args.batch_size < 1:
+        raise DataError(f"--batch-size: must be >= 1, got {args.batch_size}")
+    out = Path(args.output)
+    if out.suffix != ".npy":
+        raise DataError(f"--output: {out} must end in .npy")
+    try:
+        enc = Encoder.from_pretrained(args.run_dir)
+    except (FileNotFoundError, ValueError) as err:
+        raise RunDirError(str(err)) from None
+    if args.space is not None and args.space not in enc.spaces:
+        raise DataError(f"--space: {args.space!r} is not one of this student's spaces ({', '.join(enc.spaces)})")
+    texts = read_texts(args.input)
+    try:
+        vecs = enc.encode(texts, space=args.space, batch_size=args.batch_size)
+    except ExportError as err:
+        raise RunDirError(str(err)) from None
+    except (TypeError, ValueError) as err:  # a text the encoder refuses: one text per line, so FILE:LINE
+        if getattr(err, "index", None) is None:
+            raise
+        raise DataError(f"{args.input}:{err.index + 1}: {err.reason}") from None
+    buf = io.BytesIO()
+    np.save(buf, vecs)
+    write_bytes_atomic(out, buf.getvalue())
+    print(f"wrote {out}: {vecs.shape[0]} x {vecs.shape[1]} ({args.space or enc.config.input_teacher} space)")
+    return 0
+
+
 def _kept_spaces(configs: list[str]) -> dict:
     """{space id: content keys} every stage of every kept config uses (no teacher is loaded)."""
-    import numpy as np
-
     from distill.rundata import load_examples
     from distill.stages import load_stages
     from teachers.store import request_spaces

@@ -16,8 +16,6 @@ A teacher entry may pull its fields from a preset file: ``preset: minilm`` reads
 from __future__ import annotations
 
 import copy
-import json
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -34,6 +32,45 @@ from teachers.spec import TeacherSpec
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PRESET_DIRS = [PROJECT_ROOT / "configs" / "teachers"]
 DATA_FORMATS = ("auto", "jsonl", "json", "csv", "parquet", "dataset")
+
+# Keys retired in issue #22 (no shipped config or benchmark row rested on them): key path ->
+# (the value that meant "off", what to do instead). A config holding the "off" value (a run
+# directory's saved config.yaml from before) loads with the key dropped; any other value stops the
+# run naming the key.
+RETIRED_KEYS = {
+    "student.head_hidden": (0, "every teacher head is linear; remove the key"),
+    "loss.teacher_drop": (0.0, "it helped nowhere it was measured; remove the key"),
+    "loss.ema": (0.9, "it only served loss.weighting=inverse_loss (retired); remove the key"),
+    "curriculum.teacher_ramp": ({}, "give the teacher a smaller teachers[i].weight instead; remove the key"),
+}
+RETIRED_VALUES = {
+    ("student.lattice.readout", "occupied_mean"): "one seed, no gain; use flatten (the default) or mean",
+    ("loss.weighting", "uncertainty"): "nothing moved with it; use loss.weighting=fixed and teachers[i].weight",
+    ("loss.weighting", "inverse_loss"): "nothing moved with it; use loss.weighting=fixed and teachers[i].weight",
+}
+
+
+def _parent(data: dict, key: str) -> tuple[dict | None, str]:
+    """The mapping holding the dotted ``key``'s last part (None where the path is absent), and that part."""
+    *path, name = key.split(".")
+    node = data
+    for part in path:
+        node = node.get(part) if isinstance(node, dict) else None
+    return (node if isinstance(node, dict) else None), name
+
+
+def drop_retired(data: dict) -> None:
+    """Remove retired keys holding their "off" value; ``ConfigError`` naming any other use."""
+    for key, (off, instead) in RETIRED_KEYS.items():
+        node, name = _parent(data, key)
+        if node is not None and name in node:
+            if node[name] != off:
+                raise ConfigError(key, f"retired (issue #22): {instead}")
+            del node[name]
+    for (key, value), instead in RETIRED_VALUES.items():
+        node, name = _parent(data, key)
+        if node is not None and node.get(name) == value:
+            raise ConfigError(key, f"'{value}' is retired (issue #22): {instead}")
 
 
 @dataclass
@@ -170,18 +207,16 @@ class StudentSection:
     skip_init: Literal["zero", "ridge", "ridge_frozen"] = "zero"
     # Random-feature kernel ridge skips for the listed teachers (see KernelSkipSection).
     kernel_skip: KernelSkipSection = field(default_factory=KernelSkipSection)
-    # Hidden width of each teacher's head (0 = a single linear layer).
-    head_hidden: int = 0
     lattice: LatticeConfig = field(default_factory=LatticeConfig)
 
     def __post_init__(self) -> None:
         if self.token_dim < 1:
             raise ValueError(f"token_dim: must be >= 1, got {self.token_dim!r}")
-        if self.head_hidden < 0:
-            raise ValueError(f"head_hidden: must be >= 0, got {self.head_hidden!r}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens: must be >= 1, got {self.max_tokens!r}")
-        if self.init_from is not None and self.input != "tokens":
+        from distill.students import student_type
+
+        if self.init_from is not None and not student_type(self.input).starts_from_export:
             raise ValueError("init_from: only a token-input (standalone) student starts from an export; "
                              "set student.input=tokens")
 
@@ -461,30 +496,25 @@ def expand_teachers(data: dict, config_dir: Path | None) -> None:
         teachers[i] = merged
 
 
-def _looks_local(model: str) -> bool:
-    return model.startswith(("/", "./", "../", "~")) or os.path.isabs(model)
-
-
 def check_cross_section(cfg: Config, config_dir: Path | None) -> None:
     """Checks that span sections or look at the file system."""
     if not cfg.teachers:
         raise ConfigError("teachers", "at least one teacher is needed")
-    if cfg.data.task == "texts" and cfg.student.input != "tokens":
-        raise ConfigError("data.task", "texts: plain-text distillation trains a standalone student; set "
-                                       "student.input=tokens (a teacher-input student would map a text's "
-                                       "embedding to itself)")
+    from distill.students import student_type, student_types
+
+    stype = student_type(cfg.student.input)
+    if cfg.data.task == "texts" and not stype.reads_text:
+        readers = " or ".join(f"student.input={n}" for n, t in student_types().items() if t.reads_text)
+        raise ConfigError("data.task", f"texts: plain-text distillation trains a standalone student; set "
+                                       f"{readers} (a teacher-input student would map a text's embedding to itself)")
     seen: dict[str, int] = {}
     for i, t in enumerate(cfg.teachers):
         if t.name in seen:
             raise ConfigError(join(join("teachers", i), "name"), f"'{t.name}' is already used by teachers[{seen[t.name]}]")
         seen[t.name] = i
-        check_teacher_source(t, join("teachers", i), config_dir)
-    names = ", ".join(seen)
+        check_teacher_source(t, join("teachers", i))
     check_input_teachers(cfg, seen)
     check_kernel_skip(cfg, seen)
-    for name in cfg.curriculum.teacher_ramp:
-        if name not in seen:
-            raise ConfigError(join("curriculum.teacher_ramp", name), f"not a teacher (teachers: {names})")
     if cfg.targets.mode == "online" and cfg.curriculum.difficulty in ("qa_distance", "teacher_disagreement"):
         raise ConfigError(
             "curriculum.difficulty",
@@ -494,55 +524,6 @@ def check_cross_section(cfg: Config, config_dir: Path | None) -> None:
     check_input_face(cfg)
     if cfg.train.eval_every > cfg.train.max_steps and cfg.train.early_stopping_patience:
         raise ConfigError("train.early_stopping_patience", "needs eval_every <= max_steps to ever evaluate")
-
-
-def _local_model_config(t: TeacherSpec, path: str) -> dict | None:
-    """The config.json of a teacher in a local directory (None for hub ids and pkg: models)."""
-    if t.model.startswith("pkg:"):
-        return None
-    model = os.path.expanduser(t.model)
-    if _looks_local(t.model) and not os.path.isdir(model):
-        raise ConfigError(join(path, "model"), f"local model directory '{t.model}' does not exist")
-    if not os.path.isdir(model):
-        return None  # a hub id: checked when it is loaded
-    cfg_file = Path(model) / "config.json"
-    if not cfg_file.is_file():
-        raise ConfigError(join(path, "model"), f"'{t.model}' has no config.json: not a Hugging Face model directory")
-    try:
-        hf = json.loads(cfg_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ConfigError(join(path, "model"), f"{cfg_file} is not valid JSON: {err}") from None
-    if not isinstance(hf, dict):
-        raise ConfigError(join(path, "model"), f"{cfg_file} does not hold a JSON object")
-    return hf
-
-
-def _custom_code(t: TeacherSpec, hf: dict) -> list[str]:
-    """The auto_map entries (custom Python code) a local model directory asks transformers to run."""
-    found = []
-    for name, obj in (("config.json", hf), ("tokenizer_config.json", None)):
-        if obj is None:
-            try:
-                obj = json.loads((Path(os.path.expanduser(t.model)) / name).read_text(encoding="utf-8"))
-            except (OSError, ValueError, UnicodeDecodeError):
-                continue
-        auto_map = obj.get("auto_map") if isinstance(obj, dict) else None
-        if auto_map:
-            found += [f"{name}: {k}" for k in (sorted(auto_map) if isinstance(auto_map, dict) else [str(auto_map)])]
-    return found
-
-
-def teacher_dim(t: TeacherSpec) -> int | None:
-    """A local teacher's embedding width from its config.json (None when it cannot be told)."""
-    try:
-        hf = _local_model_config(t, "")
-    except ConfigError:
-        return None
-    for key in ("hidden_size", "n_embd", "d_model", "dim"):
-        v = (hf or {}).get(key)
-        if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-            return v
-    return None
 
 
 def check_input_teachers(cfg: Config, seen: dict[str, int]) -> None:
@@ -560,7 +541,9 @@ def check_input_teachers(cfg: Config, seen: dict[str, int]) -> None:
             raise ConfigError(where, f"'{name}' is not a teacher (teachers: {names})")
         if name in listed[:i]:
             raise ConfigError(where, f"'{name}' is listed twice")
-    if len(listed) > 1 and cfg.student.input != "teacher":
+    from distill.students import student_type
+
+    if len(listed) > 1 and not student_type(cfg.student.input).reads_teacher_input:
         raise ConfigError(key, f"several input teachers need student.input=teacher; input={cfg.student.input} "
                                "reads one teacher's tokenizer")
 
@@ -576,7 +559,9 @@ def check_kernel_skip(cfg: Config, seen: dict[str, int]) -> None:
             raise ConfigError(join(key, i), f"'{name}' is listed twice")
     if not ks.teachers:
         return
-    if cfg.student.input != "teacher" or not cfg.student.skip:
+    from distill.students import student_type
+
+    if not student_type(cfg.student.input).reads_teacher_input or not cfg.student.skip:
         raise ConfigError(key, "a kernel skip needs student.input=teacher and student.skip=true")
     if cfg.targets.mode != "store":
         raise ConfigError(key, "a kernel skip is fitted on the stored training targets; set targets.mode=store")
@@ -585,53 +570,27 @@ def check_kernel_skip(cfg: Config, seen: dict[str, int]) -> None:
 def check_input_face(cfg: Config) -> None:
     """The student's input must fit on the lattice's input face (known for a token input, or a
     teacher in a local directory): caught here, not after the teachers have run."""
-    lat = cfg.student.lattice
-    if cfg.student.input == "tokens":
-        # Tokens are written one per face cell (lattice/tokens.py): no vector has to fit the face.
-        dim, what = 1, "token input"
-    else:
-        specs = {t.name: t for t in cfg.teachers}
-        dims = [teacher_dim(specs[n]) for n in cfg.input_names()]
-        dim = None if None in dims else sum(dims)
-        what = ", ".join(f"input teacher '{n}' embeds in {d}" for n, d in zip(cfg.input_names(), dims))
-        what += " dimensions" + (f" ({dim} in all)" if len(dims) > 1 else "")
+    from distill.students import student_type
+
+    dim, what = student_type(cfg.student.input).face_width(cfg)
     if dim is None:
         return
     try:  # the student sets input_dim to this width, whatever the config says
-        replace(lat, input_dim=dim)
+        replace(cfg.student.lattice, input_dim=dim)
     except ValueError as err:
         msg = str(err).partition(": ")[2] or str(err)
         raise ConfigError("student.lattice", f"input face too small: {msg} ({what})") from None
 
 
-def check_teacher_source(t: TeacherSpec, path: str, config_dir: Path | None) -> None:
-    """A local model directory must exist, must not run custom code unasked, and the pooling
-    must suit the model."""
-    hf = _local_model_config(t, path)
-    if hf is None:
-        return
-    code = _custom_code(t, hf)
-    if code and not t.trust_remote_code:
-        raise ConfigError(
-            join(path, "trust_remote_code"),
-            f"'{t.model}' ships its own Python code ({'; '.join(code)}), which loading it would run; "
-            "set trust_remote_code: true for this teacher only if you trust that code",
-        )
-    model_type = str(hf.get("model_type", ""))
-    # The teachers' own test of "decoder-only": one definition of causal for both.
-    from types import SimpleNamespace
+def check_teacher_source(t: TeacherSpec, path: str) -> None:
+    """The teacher's own checks of its model directory (:func:`teachers.check_teacher`), reported
+    under the teacher's key path."""
+    from teachers import TeacherSpecError, check_teacher
 
-    from teachers.teacher import _is_causal
-
-    if t.pooling == "cls" and _is_causal(SimpleNamespace(model_type=model_type)):
-        raise ConfigError(
-            join(path, "pooling"),
-            f"'cls' pools the first token, which the causal decoder '{model_type}' computes without seeing "
-            "the rest of the text; use last or mean",
-        )
-    layers = hf.get("num_hidden_layers", hf.get("n_layer"))
-    if isinstance(layers, int) and not -layers - 1 <= t.layer <= layers:
-        raise ConfigError(join(path, "layer"), f"{t.layer} is out of range for a model with {layers} layers")
+    try:
+        check_teacher(t)
+    except TeacherSpecError as err:
+        raise ConfigError(join(path, err.field), err.message) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
@@ -654,6 +613,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if isinstance(parts[0], str) and parts[0] not in known:
             raise unknown_key_error("", parts[0], known)
         apply_override(data, parts, value)
+    drop_retired(data)
     expand_teachers(data, config_dir)
     cfg = build(Config, data)
     check_cross_section(cfg, config_dir)

@@ -8,7 +8,6 @@
 - ``CurriculumSampler`` draws every step's global batch from that easiest fraction, identically
   on every rank with no communication (the RNG is seeded by (seed, step)); its state_dict lets a
   resumed run continue the same sequence of batches.
-- ``teacher_ramp`` gives each teacher's loss-weight multiplier at a step.
 
 How to add a difficulty score or a pacing function: one function, one line in its registry
 dict; the config is validated against the live registries, so there is no second list of names.
@@ -21,8 +20,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -44,9 +43,6 @@ class CurriculumConfig:
     ramp_fraction: float = 0.5
     # Number of stages for the "step" pacing.
     num_stages: int = 4
-    # Per-teacher loss-weight ramps: teacher name -> [start_step, ramp_steps]; a teacher's weight
-    # is 0 before start_step and rises linearly to its configured weight over ramp_steps.
-    teacher_ramp: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # Validated against the live registries (defined below): adding one is one function + one line.
@@ -60,9 +56,6 @@ class CurriculumConfig:
             raise ValueError(f"ramp_fraction: must be in (0, 1], got {self.ramp_fraction!r}")
         if not isinstance(self.num_stages, int) or self.num_stages < 1:
             raise ValueError(f"num_stages: must be a positive integer, got {self.num_stages!r}")
-        for name, r in self.teacher_ramp.items():
-            if not isinstance(r, list) or len(r) != 2 or not all(isinstance(v, int) and v >= 0 for v in r):
-                raise ValueError(f"teacher_ramp.{name}: must be [start_step, ramp_steps] of integers >= 0, got {r!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,27 +239,7 @@ PACING_FNS: dict[str, PacingFn] = {
 }
 
 
-# ---------------------------------------------------------------------------------------------
-# Teacher ramps
-# ---------------------------------------------------------------------------------------------
 
-
-def teacher_ramp(cfg: CurriculumConfig, step: int, teacher_names: Iterable[str] = ()) -> dict[str, float]:
-    """Multiplier in [0, 1] per teacher at `step`, from cfg.teacher_ramp = {name: [start, ramp_steps]}.
-
-    0 before start_step; from there (step − start) / ramp_steps, so still 0 at start_step and 1 from
-    start + ramp_steps on (ramp_steps = 0: 1 from start_step on). Teachers in teacher_names but not
-    in cfg.teacher_ramp get 1.0.
-    """
-    out = {name: 1.0 for name in teacher_names}
-    for name, (start, ramp_steps) in cfg.teacher_ramp.items():
-        if step < start:
-            out[name] = 0.0
-        elif ramp_steps == 0:
-            out[name] = 1.0
-        else:
-            out[name] = min(1.0, (step - start) / ramp_steps)
-    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -406,10 +379,6 @@ class CurriculumSampler:
         ok = np.isfinite(val)
         self.difficulty[idx[ok]] = val[ok]
         self._dirty = True
-
-    def teacher_ramp(self, step: int | None = None, teacher_names: Iterable[str] = ()) -> dict[str, float]:
-        """teacher_ramp(cfg, step) at `step` (default: the most recent batch's)."""
-        return teacher_ramp(self.cfg, self._last_step if step is None else step, teacher_names)
 
     def state_dict(self) -> dict:
         """Plain Python (JSON-safe) state: enough to continue the identical sequence of batches.

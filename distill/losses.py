@@ -2,8 +2,8 @@
 
 Per teacher k the student's head gives pred_k (B, d_k), the target store gives target_k
 (B, d_k). ``LOSS_FNS`` maps a term name to ``fn(pred, target, ctx) -> Tensor``; the
-``MultiTeacherLoss`` module sums the configured terms per teacher and combines the teachers
-(fixed weights, learned uncertainty weights, or inverse running loss).
+``MultiTeacherLoss`` module sums the configured terms per teacher and combines the teachers by
+their configured weights.
 
 How to add a loss term: write ``fn(pred (B, d), target (B, d), ctx: LossContext) -> Tensor`` that
 returns the per-example losses (B,) when ``ctx.reduction == "none"`` and their mean otherwise
@@ -20,7 +20,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -40,20 +39,15 @@ class LossConfig:
     temperature: float = 0.05
     # Standardise targets per teacher (mean/std over the training split) for mse / smooth_l1.
     standardize: bool = True
-    # How teachers are combined: configured weights, learned uncertainty weights, or
-    # weights from each teacher's running loss (a name in WEIGHTING_FNS).
+    # How teachers are combined (a name in WEIGHTING_FNS): the configured weights. (uncertainty
+    # and inverse_loss were retired in issue #22: no result moved with them.)
     weighting: str = "fixed"
-    # EMA factor of the running per-teacher loss used by "inverse_loss".
-    ema: float = 0.9
     # The space EVERY term (cosine, infonce, relational, mse, ...) is computed in, per teacher k,
     # with the training answers' statistics, prediction and target mapped alike (predictions
     # themselves stay in the raw teacher space): none (raw; today's behaviour) | center (x − μ_k)
     # | phis (PHI-S: (x − μ_k) / σ_k, one scalar σ_k) | standardize ((x − μ_k) / σ_k per dimension).
     # Not none: it replaces `standardize` (mse / smooth_l1 are not standardised a second time).
     target_norm: str = "none"
-    # Probability that a teacher's loss is dropped at a step (at least one teacher is kept); drawn
-    # from (run.seed, step), so every rank draws the same and a resumed run redraws the same.
-    teacher_drop: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.terms:
@@ -68,13 +62,8 @@ class LossConfig:
             raise ValueError(f"temperature: must be > 0, got {self.temperature!r}")
         if self.weighting not in WEIGHTING_FNS:
             raise ValueError(f"weighting: {self.weighting!r} is not one of {', '.join(WEIGHTING_FNS)}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema: must be in [0, 1), got {self.ema!r}")
         if self.target_norm not in TARGET_NORMS:
             raise ValueError(f"target_norm: {self.target_norm!r} is not one of {', '.join(TARGET_NORMS)}")
-        if (not isinstance(self.teacher_drop, (int, float)) or isinstance(self.teacher_drop, bool)
-                or not 0.0 <= self.teacher_drop < 1.0):
-            raise ValueError(f"teacher_drop: must be a probability in [0, 1), got {self.teacher_drop!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,29 +158,6 @@ def target_stats_per_dim(cfg: LossConfig) -> bool:
     return cfg.target_norm == "standardize"
 
 
-def drop_teachers(names: list[str], weights: dict[str, float], ramp: dict[str, float] | None,
-                  p: float, seed: int, step: int) -> dict[str, float]:
-    """The step's ramp with dropped teachers set to 0 (``loss.teacher_drop``).
-
-    One uniform u_k per teacher (in ``names`` order) from numpy's generator seeded with
-    [seed, step]: teacher k is dropped when u_k < p. If that drops every active teacher (w_k > 0
-    and ramp_k > 0), the active one with the largest u_k is kept. A pure function of its
-    arguments, so every rank draws the same and a resumed run redraws the same (no state).
-    p = 0 returns ``ramp`` unchanged (no draw).
-    """
-    ramp = dict(ramp or {})
-    if p <= 0:
-        return ramp
-    u = np.random.default_rng([int(seed), int(step)]).random(len(names))
-    active = [i for i, n in enumerate(names) if weights[n] > 0 and float(ramp.get(n, 1.0)) > 0]
-    dropped = [i for i in active if u[i] < p]
-    if active and len(dropped) == len(active):
-        dropped.remove(max(active, key=lambda i: u[i]))
-    for i in dropped:
-        ramp[names[i]] = 0.0
-    return ramp
-
-
 def _standardize(x: Tensor, ctx: LossContext) -> Tensor:
     if not ctx.standardize or ctx.stats is None:
         return x
@@ -284,41 +250,10 @@ def weight_fixed(m: MultiTeacherLoss, L: Tensor, a: Tensor, active: list[int]) -
     return a, a * L
 
 
-def weight_uncertainty(m: MultiTeacherLoss, L: Tensor, a: Tensor, active: list[int]) -> tuple[Tensor, Tensor]:
-    """Learned s_k: total = Σ a_k (exp(−s_k) L_k + s_k). s_k is a parameter of the DDP-wrapped
-    module, so DDP averages its gradient a_k(1 − exp(−s_k) L_k) over ranks like any other: every
-    rank steps s identically with no extra communication."""
-    s = m.log_vars
-    return a * torch.exp(-s.detach()), a * (torch.exp(-s) * L + s)
-
-
-def weight_inverse_loss(m: MultiTeacherLoss, L: Tensor, a: Tensor, active: list[int]) -> tuple[Tensor, Tensor]:
-    """ŵ_k ∝ a_k / EMA_k(L̄), normalised over the active teachers; total = Σ ŵ_k L_k.
-
-    The EMA is a buffer, which DDP does not average, so its input is the rank-averaged L̄
-    (``reduce_mean``): the one cross-rank step the loss takes itself."""
-    if m.training:
-        L_bar = m.reduce_mean(L.detach())
-        # A non-finite loss must not poison the running average for the rest of the run.
-        ok = torch.isfinite(L_bar)
-        beta = m.cfg.ema
-        updated = torch.where(m.ema_initialized, beta * m.ema_loss + (1 - beta) * L_bar, L_bar)
-        m.ema_loss.copy_(torch.where(ok, updated, m.ema_loss))
-        m.ema_initialized |= ok
-    # Before any update (evaluation from scratch) the configured weights are used.
-    inv = torch.where(m.ema_initialized, 1.0 / m.ema_loss.clamp_min(1e-8), torch.ones_like(m.ema_loss))
-    w = a * inv
-    if active:
-        w = w / w.sum()
-    return w, w * L
-
-
 WeightingFn = Callable[["MultiTeacherLoss", Tensor, Tensor, list], tuple[Tensor, Tensor]]
 # Registry: config name -> fn(loss module, L (K,), a (K,), active indices) -> (weights, contributions).
 WEIGHTING_FNS: dict[str, WeightingFn] = {
     "fixed": weight_fixed,
-    "uncertainty": weight_uncertainty,
-    "inverse_loss": weight_inverse_loss,
 }
 
 
@@ -330,21 +265,10 @@ class MultiTeacherLoss(nn.Module):
     and w_k > 0); inactive teachers are reported but add nothing. Then by cfg.weighting:
 
     - fixed: total = Σ a_k L_k.
-    - uncertainty (Kendall et al. 2018, with s_k = log σ_k² and the factor 2 dropped):
-      total = Σ a_k (exp(−s_k) L_k + s_k), s_k learned (``log_vars``, init 0, so put this
-      module's parameters in the optimizer). At the optimum exp(s_k) = L_k. The total can be
-      negative. Effective weight a_k exp(−s_k).
-    - inverse_loss: total = Σ ŵ_k L_k, ŵ_k ∝ a_k / EMA_k(L) normalised to sum 1; the EMA (buffer
-      ``ema_loss``, in state_dict) is updated from the rank-averaged L_k before the weights are
-      taken — once per forward call in training mode, so once per micro-batch under gradient
-      accumulation — and starts at the first finite value seen. Each teacher then contributes
-      in proportion to w_k, whatever its loss scale. In eval mode it is read, not updated.
 
     Distributed: the trainer wraps this module with the student in DDP, which averages every
-    gradient (the network's and uncertainty's s_k alike). The one statistic DDP does not sync
-    is inverse_loss's EMA buffer: its input goes through ``reduce_mean`` (default identity; the
-    trainer passes an all-reduce mean), in training mode only, so every rank must then call
-    forward equally often (the training loop does anyway).
+    gradient; ``reduce_mean`` (default identity; the trainer passes an all-reduce mean) is there
+    for a weighting that keeps a running statistic (none does today).
     Losses are computed in float32 whatever the dtype of the heads.
     """
 
@@ -397,12 +321,6 @@ class MultiTeacherLoss(nn.Module):
             if st is not None:
                 self.register_buffer(f"stats_mean_{i}", st.mean.detach().float().clone(), persistent=False)
                 self.register_buffer(f"stats_std_{i}", st.std.detach().float().clone(), persistent=False)
-        k = len(self.teacher_names)
-        if cfg.weighting == "uncertainty":
-            self.log_vars = nn.Parameter(torch.zeros(k))
-        elif cfg.weighting == "inverse_loss":
-            self.register_buffer("ema_loss", torch.zeros(k))
-            self.register_buffer("ema_initialized", torch.zeros(k, dtype=torch.bool))
 
     def _stats(self, i: int) -> TargetStats | None:
         if not self._has_stats[i]:
@@ -467,9 +385,6 @@ class MultiTeacherLoss(nn.Module):
         else:
             # Every teacher is ramped out: a zero that still has a graph, so backward() works.
             total = sum(preds[n].sum() * 0.0 for n in self.teacher_names)
-            if self.cfg.weighting == "uncertainty":
-                # Inside DDP every parameter must take part in the graph.
-                total = total + self.log_vars.sum() * 0.0
 
         out_pe = None
         if per_example:

@@ -66,7 +66,7 @@ def _run_info(run_dir: Optional[Path]) -> dict:
 
 def _eval_tables(ev: dict, cfg) -> Optional[str]:
     try:
-        from distill.evaluator import format_splits
+        from distill.eval.evaluator import format_splits
 
         splits = {k: ev[k] for k in ("validation", "test") if k in ev}
         names = cfg.input_names() if cfg is not None else ev.get("input_teacher", "")

@@ -18,7 +18,7 @@ import torch
 
 from distill import tbviews
 from distill.config import Config, dump_config
-from distill.evaluator import predict_all
+from distill.eval.evaluator import predict_all
 
 EXAMPLES = 4  # fixed validation questions in the examples text
 MONTAGE_EXAMPLES = 2  # of them, the ones with a lattice montage (one image each)
@@ -76,7 +76,6 @@ class Monitor:
     def __init__(self, cfg: Config, accelerator, start_step: int, shown: ShownSplit | None = None):
         self.cfg, self.accelerator, self.shown = cfg, accelerator, shown
         self.pacing, self.weighting = cfg.curriculum.pacing, cfg.loss.weighting
-        self.teacher_drop = cfg.loss.teacher_drop
         self.writer, self.baseline_writers = None, None
         # The same few validation questions at every evaluation (first distinct ones): text
         # examples for all of them, lattice montages for the first MONTAGE_EXAMPLES.
@@ -87,7 +86,7 @@ class Monitor:
                 self.writer = accelerator.get_tracker("tensorboard", unwrap=True)
                 self.writer.add_text("config", "```yaml\n" + dump_config(cfg) + "\n```", start_step)
                 tbviews.log_layout(self.writer, [t.name for t in cfg.teachers], self.pacing, self.weighting,
-                                   split="validation", teacher_drop=self.teacher_drop)
+                                   split="validation")
         self.progress = None
         if accelerator.is_main_process and cfg.logging.progress:
             from tqdm.auto import tqdm
@@ -110,8 +109,7 @@ class Monitor:
         sps = (step - self.n_last) * self.cfg.train.batch_size / max(now - self.t_last, 1e-9) \
             if step > self.n_last else 0.0
         self.t_last, self.n_last = now, step
-        logs = tbviews.filter_scalars({**logs, "train/samples_per_s": sps}, self.pacing, self.weighting,
-                                      self.teacher_drop)
+        logs = tbviews.filter_scalars({**logs, "train/samples_per_s": sps}, self.pacing, self.weighting)
         self.accelerator.log(logs, step=step)
 
     def log_eval(self, step: int, results: dict, student=None, device="cpu") -> None:
@@ -149,20 +147,20 @@ class Monitor:
         """When due (main process): a montage of the lattice state per fixed validation example
         (rows: lattice steps, columns: slices input -> output face) and the mean |Δstate| scalars;
         histograms of the final state and the heads' weights."""
-        lg = self.cfg.logging
+        lg, lat = self.cfg.logging, student.lattice_config  # None: a student without a lattice
         if self.writer is None:
             return
-        if lg.image_every and step % lg.image_every == 0:
-            T = student.lattice_config.steps
+        T = lat.steps if lat is not None else 0
+        if lg.image_every and step % lg.image_every == 0 and lat is not None:
             ex = (self.examples or [0])[:MONTAGE_EXAMPLES]
             # Every lattice step is traced, so mean |Δstate| is per step; the montage shows ~5 rows.
             trace = student.trace(held_x[ex].to(device), range(T + 1))
-            tbviews.log_lattice(self.writer, trace, step, io_axis=student.lattice_config.io_axis)
+            tbviews.log_lattice(self.writer, trace, step, io_axis=lat.io_axis)
         if lg.histogram_every and step % lg.histogram_every == 0:
-            trace = student.trace(held_x[:8].to(device), trace_steps=(student.lattice_config.steps,))
+            trace = student.trace(held_x[:8].to(device), trace_steps=(T,))
             self.writer.add_histogram("lattice/final_state", next(iter(trace.values())).float().cpu(), step)
-            for n, head in student.heads.items():
-                self.writer.add_histogram(f"heads/{n}/weight", head.net[-1].weight.detach().float().cpu(), step)
+            for n, weight in student.head_weights().items():
+                self.writer.add_histogram(f"heads/{n}/weight", weight.detach().float().cpu(), step)
 
     def log_hparams(self, validation: dict, test: dict) -> None:
         """The config beside the final metrics: hparam/<teacher>/<metric> from the validation

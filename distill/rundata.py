@@ -19,6 +19,7 @@ import torch
 from distill.config import Config
 from distill.data import Split, load_pairs, normalise_question, split_indices
 from distill.schema import ConfigError
+from distill.students import student_type
 from distill.targets import Targets, config_targets, teacher_input
 
 ONLINE_STATS_SAMPLE = 1024  # training answers embedded at start for the standardisation statistics
@@ -93,8 +94,6 @@ class RunData:
     test: EvalSplit
     stats_answers: dict[str, torch.Tensor]  # answer targets the standardisation statistics come from
     source: TargetSource
-    vocab_size: int = 0  # tokenizer size and pad id, for a token-input student
-    pad_id: int = 0
 
     @property
     def dims(self) -> dict[str, int]:
@@ -113,15 +112,6 @@ def split_pairs(cfg: Config, questions: list[str]) -> Split:
             raise ConfigError(key, f"the {name} split has {len(idx)} pairs, fewer than the {k} that "
                                    f"recall@{k} (eval.recall_at) ranks among; raise the fraction")
     return split
-
-
-def token_inputs(cfg: Config, questions: list[str]) -> tuple[torch.Tensor, int, int]:
-    """(N, L) token ids of the texts on the input teacher's tokenizer (-1 padded, as the standalone
-    student and its Encoder read them), plus the vocabulary size and the pad id (-1)."""
-    from distill.token_student import PAD, tokenize
-
-    ids, vocab = tokenize(cfg.input_teacher(), questions, cfg.student.max_tokens)
-    return ids, vocab, PAD
 
 
 def load_examples(cfg: Config) -> tuple[list[str], list[str], Split]:
@@ -156,13 +146,13 @@ def load_run_data(cfg: Config, progress: bool = True, mode: str | None = None, i
     bank); the splits' inputs are then the input teacher's question embeddings.
     """
     questions, answers, split = load_examples(cfg)
-    token_ids, vocab_size, pad_id = None, 0, 0
-    if cfg.student.input == "tokens" and inputs:
-        token_ids, vocab_size, pad_id = token_inputs(cfg, questions)
+    # The student type makes its own inputs from text (token ids), or None: it reads the input
+    # teachers' question embeddings.
+    token_ids = student_type(cfg.student.input).text_inputs(cfg, questions) if inputs else None
     load = _stored if (mode or cfg.targets.mode) == "store" else _online
     train_t, evals, stats_answers, source = load(cfg, questions, answers, split, token_ids, progress)
     return RunData(questions, answers, split.train, train_t, evals["validation"], evals["test"], stats_answers,
-                   source, vocab_size, pad_id)
+                   source)
 
 
 def _stored(cfg: Config, questions, answers, split: Split, token_ids, progress: bool):

@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-LAYOUT_METRICS = ("cosine", "recall@1", "mrr")
-_METRIC_TITLES = {"cosine": "cosine", "mrr": "MRR"}
+LAYOUT_METRICS = ("cosine", "cosine_centred", "recall@1", "mrr")
+_METRIC_TITLES = {"cosine": "cosine", "cosine_centred": "centred cosine", "mrr": "MRR"}
 _AXIS_DIM = {"z": 1, "y": 2, "x": 3}
 
 # ---------------------------------------------------------------------------------------------
@@ -76,24 +76,22 @@ def _metric_title(metric: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def keep_scalar(tag: str, pacing: str, weighting: str, teacher_drop: float = 0.0) -> bool:
+def keep_scalar(tag: str, pacing: str, weighting: str) -> bool:
     """Whether a training scalar means something in this run.
 
     ``curriculum/*`` is constant (competence 1, no threshold) when ``curriculum.pacing`` is
-    ``none``; ``teacher_weight/*`` is constant when ``loss.weighting`` is ``fixed`` and no
-    teacher is dropped (``loss.teacher_drop`` 0).
+    ``none``; ``teacher_weight/*`` is constant when ``loss.weighting`` is ``fixed``.
     """
     if tag.startswith("curriculum/") and pacing == "none":
         return False
-    if tag.startswith("teacher_weight/") and weighting == "fixed" and not teacher_drop:
+    if tag.startswith("teacher_weight/") and weighting == "fixed":
         return False
     return True
 
 
-def filter_scalars(logs: Mapping[str, float], pacing: str, weighting: str,
-                   teacher_drop: float = 0.0) -> dict[str, float]:
+def filter_scalars(logs: Mapping[str, float], pacing: str, weighting: str) -> dict[str, float]:
     """``logs`` without the scalars :func:`keep_scalar` drops (apply before ``accelerator.log``)."""
-    return {k: v for k, v in logs.items() if keep_scalar(k, pacing, weighting, teacher_drop)}
+    return {k: v for k, v in logs.items() if keep_scalar(k, pacing, weighting)}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,7 +105,6 @@ def scalar_layout(
     pacing: str = "none",
     weighting: str = "fixed",
     split: str = "validation",
-    teacher_drop: float = 0.0,
 ) -> dict[str, dict[str, list]]:
     """The custom-scalars layout, in ``SummaryWriter.add_custom_scalars`` form.
 
@@ -128,7 +125,7 @@ def scalar_layout(
         "lattice: mean |Δstate| per lattice step (mean, first, last)": [
             "Multiline", ["^" + re.escape("lattice/delta/") + ".*$"]],
     }
-    if keep_scalar("teacher_weight/", pacing, weighting, teacher_drop):
+    if keep_scalar("teacher_weight/", pacing, weighting):
         summary["teacher weights"] = ["Multiline", ["^" + re.escape("teacher_weight/") + ".*$"]]
     if keep_scalar("curriculum/", pacing, weighting):
         summary["curriculum"] = ["Multiline", [_exact("curriculum/competence"), _exact("curriculum/threshold")]]
@@ -143,9 +140,9 @@ def scalar_layout(
 
 
 def log_layout(writer, teachers: Sequence[str], pacing: str, weighting: str,
-               metrics: Sequence[str] = LAYOUT_METRICS, split: str = "validation", teacher_drop: float = 0.0) -> dict:
+               metrics: Sequence[str] = LAYOUT_METRICS, split: str = "validation") -> dict:
     """Write :func:`scalar_layout` once, at the start of the run; returns the layout."""
-    layout = scalar_layout(teachers, metrics, pacing, weighting, split, teacher_drop)
+    layout = scalar_layout(teachers, metrics, pacing, weighting, split)
     writer.add_custom_scalars(layout)
     return layout
 

@@ -28,13 +28,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from fileio import write_dir_atomic, write_json_atomic
 
 TOKEN_INIT_VERSION = 1
 DEFAULT_CACHE = Path(".cache") / "token_tables"
@@ -138,7 +138,7 @@ def teacher_token_table(
 
     ``teacher``: an already loaded :class:`teachers.Teacher` for ``model`` (else one is loaded).
     """
-    from teachers.source import resolve_model_source, weights_identity
+    from teachers.kinds import resolve_model_source, weights_identity
 
     source = resolve_model_source(model)
     fp, inputs = _fingerprint(weights_identity(model), dim, sif)
@@ -156,27 +156,16 @@ def teacher_token_table(
     table = (scores * w[:, None]).astype(np.float32)
     out = TokenTable(table, mean.astype(np.float32), comps.astype(np.float32), w.astype(np.float32), fp, source)
 
-    entry.parent.mkdir(parents=True, exist_ok=True)
-    tmp = entry.parent / f".{fp}.tmp-{uuid.uuid4().hex}"
-    tmp.mkdir()
-    try:
+    def fill(tmp: Path) -> None:
+        tmp.mkdir()
         np.save(tmp / "table.npy", out.table)
         np.savez(tmp / "pca.npz", mean=out.mean, components=out.components, weights=out.weights)
-        with open(tmp / "manifest.json", "w") as f:
-            json.dump({"fingerprint": fp, "inputs": inputs, "shape": list(table.shape), "model": model}, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-        if entry.exists():  # an entry that failed to load (truncated, corrupt): rebuilt
-            shutil.rmtree(entry, ignore_errors=True)
-        try:
-            os.replace(tmp, entry)
-        except OSError:  # another process wrote the same entry first: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-            if _load(entry, fp, source) is None:
-                raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_json_atomic(tmp / "manifest.json", {"fingerprint": fp, "inputs": inputs, "shape": list(table.shape),
+                                                  "model": model}, sort_keys=False)
+
+    # An entry that failed to load (truncated, corrupt) is replaced; a concurrent writer of the same
+    # fingerprint wrote the same bytes, so whichever rename lands last is as good.
+    write_dir_atomic(entry, fill)
     return out
 
 

@@ -36,14 +36,14 @@ from distill import checkpoint as ckpt
 from distill.config import Config, check_world, dump_config
 from distill.curriculum import CurriculumSampler, compute_difficulty
 from distill.errors import TrainingDiverged
-from distill.evaluator import Evaluator, format_splits, pick_metric
-from distill.losses import MultiTeacherLoss, compute_target_stats, drop_teachers, target_stats_per_dim
+from distill.eval.evaluator import Evaluator, format_splits, pick_metric
+from distill.eval.qa import answer_mean
+from distill.losses import MultiTeacherLoss, compute_target_stats, target_stats_per_dim
 from distill.monitor import Monitor, ShownSplit
 from distill.rundata import RunData, TargetSource, load_run_data, pick_device
 from distill.schema import ConfigError
 from distill.state import EvalPolicy, TrainState, lr_factor
-from distill.student import Student
-from distill.targets import teacher_input
+from distill.students import student_type
 
 logger = logging.getLogger(__name__)
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: pre-empted after a clean checkpoint; requeue and --resume
@@ -52,7 +52,7 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: pre-empted after a clean checkpoint; requeue
 class DistillModule(nn.Module):
     """Student + loss in one module, so DDP syncs every trainable piece (learned loss weights too)."""
 
-    def __init__(self, student: Student, loss: nn.Module):
+    def __init__(self, student: nn.Module, loss: nn.Module):
         super().__init__()
         self.student = student
         self.loss = loss
@@ -83,29 +83,10 @@ def make_accelerator(cfg: Config, log: bool = True):
                        kwargs_handlers=handlers)
 
 
-def default_student(r: Recipe) -> Student:
-    """The student from the config's ``student`` section and the teachers' dimensions."""
-    if r.cfg.student.input == "tokens":
-        from distill.token_student import build_token_student
-
-        return build_token_student(r.cfg, r.data.dims, r.data.vocab_size)
-    try:
-        student = Student.from_section(r.cfg.student, r.data.dims, r.cfg.input_names(),
-                                       r.data.vocab_size, r.data.pad_id)
-    except ValueError as err:  # a shape only known once the teachers' widths are (e.g. a hub teacher)
-        raise ConfigError("student.lattice", str(err)) from None
-    s = r.cfg.student
-    # Ridge-initialised skips (issue #11 item 7): a zero skip starts a non-input teacher's space
-    # far below ridge and cosine + InfoNCE never climbs back to it within the run's steps.
-    train = r.data.train
-    if train is None:  # online mode: no training targets to fit on
-        return student
-    x = teacher_input(train.q, student.input_teachers)  # what the student reads, training split
-    if s.skip_init != "zero" and s.skip:
-        student.init_skips_from_ridge(x, train.a, r.cfg.eval.ridge_lambda, freeze=s.skip_init == "ridge_frozen")
-    if student.kernel_skips:  # (config validation: store mode only)
-        student.init_kernel_skips(x, train.a, s.kernel_skip.ridge_lambda)
-    return student
+def default_student(r: Recipe) -> nn.Module:
+    """The configured type's student (``student.input``, :mod:`distill.students`), built from the
+    config and the run data."""
+    return student_type(r.cfg.student.input).build(r.cfg, r.data)
 
 
 def default_loss(r: Recipe) -> nn.Module:
@@ -131,7 +112,7 @@ def default_source(r: Recipe) -> TargetSource:
 class Components:
     """Factories for the recipe's swappable pieces; each gets the recipe built so far."""
 
-    student: Callable[[Recipe], Student] = default_student
+    student: Callable[[Recipe], nn.Module] = default_student
     loss: Callable[[Recipe], nn.Module] = default_loss
     checkpointer: Callable[[Recipe], ckpt.Checkpointer] = default_checkpointer
     source: Callable[[Recipe], TargetSource] = default_source
@@ -161,9 +142,12 @@ class Recipe:
                                  cfg.train.early_stopping_patience)
         ev = (tuple(cfg.eval.recall_at), cfg.eval.ridge_lambda, cfg.eval.batch_size, cfg.data.task == "pairs")
         # Every decision reads the validation split; the test split is evaluated once, at the end.
-        it = cfg.input_names() if cfg.student.input == "teacher" else None
-        self.evaluator = Evaluator(data.validation.x, data.validation.targets, data.train, *ev, input_teacher=it)
-        self.test_evaluator = Evaluator(data.test.x, data.test.targets, data.train, *ev, input_teacher=it)
+        it = cfg.input_names() if student_type(cfg.student.input).reads_teacher_input else None
+        # Centred cosine subtracts the training answers' mean (online mode: the statistics sample's).
+        c = {n: answer_mean(a) for n, a in data.stats_answers.items()}
+        self.evaluator = Evaluator(data.validation.x, data.validation.targets, data.train, *ev, input_teacher=it,
+                                   centers=c)
+        self.test_evaluator = Evaluator(data.test.x, data.test.targets, data.train, *ev, input_teacher=it, centers=c)
         self.checkpointer = components.checkpointer(self)
         self.monitor: Monitor | None = None  # started once the run directory exists
 
@@ -201,7 +185,7 @@ class Recipe:
         self.checkpointer.save(self.state.step, self.state_dict())
 
     @property
-    def unwrapped(self) -> Student:
+    def unwrapped(self) -> nn.Module:
         return self.accelerator.unwrap_model(self.model).student
 
     # ---- one step -------------------------------------------------------------------------------
@@ -214,8 +198,6 @@ class Recipe:
         """
         micro, acc = self.cfg.train.grad_accum, self.accelerator
         want_per_ex = self.cfg.curriculum.difficulty == "student_loss"
-        ramp = drop_teachers(self.names, {t.name: t.weight for t in self.cfg.teachers},
-                             self.sampler.teacher_ramp(step), self.cfg.loss.teacher_drop, self.cfg.run.seed, step)
         self.model.train()
         total = torch.zeros((), device=self.device)
         per_teacher, per_term, per_ex = {n: 0.0 for n in self.names}, {}, []
@@ -224,7 +206,7 @@ class Recipe:
             sync = nullcontext() if j == micro - 1 else acc.no_sync(self.model)
             x, tgt = batch_x[mb].to(self.device), {n: batch_t[n][mb].to(self.device) for n in self.names}
             with sync, acc.autocast():
-                out = self.model(x, tgt, ramp=ramp, per_example=want_per_ex)
+                out = self.model(x, tgt, per_example=want_per_ex)
                 acc.backward(out.total / micro)
             total += out.total.detach() / micro
             for n in self.names:
@@ -408,6 +390,6 @@ def train(cfg: Config, resume: bool = False, components: Components | None = Non
         signal.signal(signal.SIGTERM, old_handler)
 
 
-def export_student(student: Student, path: Path) -> None:
+def export_student(student: nn.Module, path: Path) -> None:
     """The student's config + weights (save_pretrained), written aside and renamed into place."""
     ckpt.write_dir_atomic(path, student.save_pretrained)

@@ -92,8 +92,7 @@ class LatticeConfig:
     # What a cell knows of its neighbours: gather (own + each neighbour's state, position-aware)
     # | isotropic (own state + mean of the neighbours').
     perceive: str = "gather"
-    # Output face -> output vector: flatten (rows*cols*C values, linear) | mean (over cells, linear)
-    # | occupied_mean (token faces: mean over the cells above the text's own tokens).
+    # Output face -> output vector: flatten (rows*cols*C values, linear) | mean (over cells, linear).
     readout: str = "flatten"
     # How the first layer over the perception is computed; all give the same numbers:
     # conv (3-D convolution with the layer's weight as kernel) | slice (explicit features + GEMM)

@@ -3,7 +3,8 @@
 A readout takes the output face ``(B, rows, cols, C)`` (the last index along ``io_axis``) and
 ``occupied``: ``(B, rows, cols, 1)``, 1.0 where the input face was written (a token lattice: the
 cells of the text's own tokens), or None (a vector input writes every cell); it returns
-``(B, output_dim)``. Readouts that pool every cell alike ignore ``occupied``.
+``(B, output_dim)``. Readouts that pool every cell alike ignore ``occupied``. (``occupied_mean``,
+the mean over the occupied cells, was retired in issue #22: one seed, no gain.)
 
 How to add a readout: subclass ``nn.Module`` with ``__init__(rows, cols, channels, output_dim)``
 and ``forward(face, occupied=None) -> (B, output_dim)``, and add one line to ``READOUTS``.
@@ -40,26 +41,7 @@ class MeanReadout(nn.Module):
         return self.proj(face.mean(dim=(1, 2)))
 
 
-class OccupiedMeanReadout(MeanReadout):
-    """Mean over the cells whose input cell was written, then C -> output_dim.
-
-    ``forward(face, occupied)`` with ``occupied`` (B, rows, cols, 1), 1.0 where the input face got
-    a value (a token face: the text's own positions); a row with none falls back to zeros before
-    the projection. Without ``occupied`` (a vector input writes every cell) it is the plain mean.
-    Why: an all-cells mean scales a token face's signal by ~L / cells, so a short text's lattice
-    output would shrink with its length; this pools over the text like the static mean does.
-    """
-
-    def forward(self, face: torch.Tensor, occupied: torch.Tensor | None = None) -> torch.Tensor:
-        if occupied is None:
-            return super().forward(face)
-        w = occupied.to(face.dtype)
-        pooled = (face * w).sum(dim=(1, 2)) / w.sum(dim=(1, 2)).clamp(min=1.0)
-        return self.proj(pooled)
-
-
 READOUTS: dict[str, type[nn.Module]] = {
     "flatten": FlattenReadout,
     "mean": MeanReadout,
-    "occupied_mean": OccupiedMeanReadout,
 }

@@ -7,8 +7,10 @@
 See teachers/README.md for adding a teacher or a pooling.
 """
 
+from .errors import TeacherSourceError, TeacherSpecError
+from .inspect import check_teacher, teacher_dim
+from .kinds import TEACHER_KINDS, resolve_model_source, teacher_kind, weights_identity
 from .pooling import POOLERS, POOLING_CODE_VERSION, pool
-from .source import TeacherSourceError, resolve_model_source, weights_identity
 from .spec import TeacherSpec
 from .store import (
     RowView,
@@ -34,19 +36,24 @@ __all__ = [
     "AUTO_ZERO3_MIN_BYTES",
     "POOLERS",
     "POOLING_CODE_VERSION",
+    "TEACHER_KINDS",
     "RowView",
     "StoreError",
     "TargetStore",
     "Teacher",
     "TeacherPool",
     "TeacherSourceError",
+    "TeacherSpecError",
     "TeacherSpec",
     "build_targets",
+    "check_teacher",
     "choose_shard",
     "field_role",
     "load_teacher",
     "pool",
     "resolve_model_source",
+    "teacher_dim",
+    "teacher_kind",
     "space_id",
     "space_inputs",
     "text_keys",

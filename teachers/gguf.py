@@ -40,7 +40,10 @@ import uuid
 from pathlib import Path
 from typing import Optional
 
-from .source import TeacherSourceError
+from fileio import sha256_file as read_sha256  # the store's entries use the same hash
+from fileio import write_bytes_atomic
+
+from .errors import TeacherSourceError
 
 log = logging.getLogger(__name__)
 
@@ -190,29 +193,6 @@ def check_header(path: Path, *, teacher: str, model: str) -> str:
 
 # -- identity ------------------------------------------------------------------------------
 
-def read_sha256(path: Path) -> str:
-    """sha256 of a file's bytes, read in 8 MiB blocks (the store's entries use it too)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(2**23), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def file_sha256(path: Path) -> str:
     """sha256 of ``path``, remembered on disk by (resolved path, size, mtime_ns)."""
     path = Path(path).resolve()
@@ -228,7 +208,7 @@ def file_sha256(path: Path) -> str:
     digest = read_sha256(path)
     known[str(path)] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}
     try:
-        _atomic_write(table, json.dumps(known, indent=1, sort_keys=True).encode())
+        write_bytes_atomic(table, json.dumps(known, indent=1, sort_keys=True).encode())
     except OSError as err:  # a read-only cache only costs a re-hash next time
         log.debug("gguf: cannot record the hash of %s (%s)", path, err)
     return digest
@@ -322,7 +302,7 @@ def _build_entry(gguf_path: Path, final: Path, *, teacher: str, model: str, file
         manifest = {"format": ENTRY_FORMAT_VERSION, "source": str(gguf_path), "gguf_sha256": file_digest,
                     "files": files, "versions": {"transformers": transformers.__version__, "torch": torch.__version__},
                     "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-        _atomic_write(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True).encode())
+        write_bytes_atomic(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2, sort_keys=True).encode())
         if final.exists():  # a corrupt entry: move it aside so the rename below is atomic
             trash = final.parent / f".trash-{final.name[:16]}-{uuid.uuid4().hex[:8]}"
             try:
@@ -369,3 +349,23 @@ def materialize(model: str, revision: Optional[str] = None, *, teacher: str = "?
     if not ok:
         raise RuntimeError(f"gguf: entry {entry} is unusable right after building it ({why})")
     return entry
+
+
+class GGUFKind:
+    """Teacher kind ``gguf``: a GGUF file (local path or ``repo/file.gguf`` on the hub), dequantised
+    once into a cached transformers directory; its identity is the file's own hash."""
+
+    name = "gguf"
+    hub_revision = False  # spec.revision picks the hub file's revision while locating it, not a model's
+    build_on_main = True  # rank 0 dequantises into the shared cache, the others read it
+
+    matches = staticmethod(is_gguf)
+
+    @staticmethod
+    def resolve(model: str, revision: Optional[str] = None, *, teacher: str = "?") -> str:
+        return str(materialize(model, revision, teacher=teacher))
+
+    identity = staticmethod(gguf_identity)  # the file itself, without dequantising it
+
+
+KIND = GGUFKind()

@@ -32,6 +32,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from .errors import TeacherSourceError
+
 FULL_HASH_MAX_BYTES = 256 * 2**20
 SAMPLE_CHUNKS = 16
 CHUNK_BYTES = 2**20
@@ -41,18 +43,9 @@ _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _hash_cache: dict[tuple[str, int, int], str] = {}
 
 
-class TeacherSourceError(RuntimeError):
-    """A teacher's model cannot be found or loaded; the message names the teacher and the model."""
-
-
-def resolve_model_source(model: str, revision: Optional[str] = None, *, teacher: str = "?") -> str:
+def resolve_hf_source(model: str, revision: Optional[str] = None, *, teacher: str = "?") -> str:
     """``pkg:<module>`` -> that package's model directory; a local directory -> itself (absolute);
-    a GGUF file -> its cached dequantised model directory (built on first use, ~20-40 s);
-    anything else -> unchanged (a hub id)."""
-    from . import gguf
-
-    if gguf.is_gguf(model):
-        return str(gguf.materialize(model, revision, teacher=teacher))
+    anything else -> unchanged (a hub id). (Any kind of teacher: :func:`teachers.kinds.resolve_model_source`.)"""
     if model.startswith("pkg:"):
         module_name = model[len("pkg:"):].strip()
         try:
@@ -136,13 +129,9 @@ def hub_commit(repo_id: str, revision: Optional[str]) -> str:
     raise OSError("; ".join(errors))
 
 
-def weights_identity(model: str, revision: Optional[str] = None, *, teacher: str = "?") -> str:
+def hf_weights_identity(model: str, revision: Optional[str] = None, *, teacher: str = "?") -> str:
     """A string that changes whenever the weights (or tokenizer/config) behind ``model`` change."""
-    from . import gguf
-
-    if gguf.is_gguf(model):  # the file itself, without dequantising it
-        return gguf.gguf_identity(model, revision, teacher=teacher)
-    source = resolve_model_source(model)
+    source = resolve_hf_source(model)
     if is_local(source):
         return local_weights_identity(source)
     try:
@@ -156,3 +145,22 @@ def weights_identity(model: str, revision: Optional[str] = None, *, teacher: str
 
 def repo_commit_key(repo_id: str, revision: Optional[str]) -> str:
     return f"{repo_id}@{hub_commit(repo_id, revision)}"
+
+
+class HFKind:
+    """Teacher kind ``hf``: a Hugging Face model, by hub id (pinned to the revision's commit), local
+    directory or ``pkg:<module>``. Matches every model string: the registry's last entry."""
+
+    name = "hf"
+    hub_revision = True  # spec.revision names a hub revision
+    build_on_main = False
+
+    @staticmethod
+    def matches(model: str) -> bool:
+        return True
+
+    resolve = staticmethod(resolve_hf_source)
+    identity = staticmethod(hf_weights_identity)
+
+
+KIND = HFKind()

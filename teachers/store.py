@@ -57,8 +57,8 @@ from fileio import (
 )
 
 from . import distributed as tdist
+from .kinds import weights_identity
 from .pooling import POOLING_CODE_VERSION
-from .source import weights_identity
 from .spec import TeacherSpec
 from .teacher import load_teacher
 

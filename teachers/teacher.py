@@ -42,9 +42,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed as tdist
-from . import gguf
+from .errors import TeacherSourceError
+from .inspect import is_causal_type
+from .kinds import teacher_kind
 from .pooling import pool
-from .source import TeacherSourceError, hub_commit, is_local, resolve_model_source
+from .source import hub_commit, is_local
 from .spec import TeacherSpec
 
 log = logging.getLogger(__name__)
@@ -111,13 +113,7 @@ def _hf_deepspeed(ds_config: Optional[dict]) -> Iterator[None]:
 
 def _is_causal(config) -> bool:
     """Decoder-only families (GPT-2, Llama, Qwen, Mistral, ...): causal LM, not masked LM."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-    )
-
-    mt = getattr(config, "model_type", "")
-    return mt in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and mt not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    return is_causal_type(getattr(config, "model_type", ""))
 
 
 def _param_bytes(spec: TeacherSpec, config) -> int:
@@ -330,15 +326,16 @@ def load_teacher(spec: TeacherSpec, device: Union[str, torch.device] = "cpu", *,
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     distributed = tdist.ensure_process_group()
-    if gguf.is_gguf(spec.model):
-        # Rank 0 dequantises into the shared cache once; the others then read that entry (or, on
-        # a node that does not share the cache directory, build their own copy).
-        source = tdist.run_on_main(resolve_model_source, spec.model, spec.revision, teacher=spec.name)
+    kind = teacher_kind(spec.model)
+    if kind.build_on_main:
+        # Rank 0 builds the shared cache entry once; the others then read it (or, on a node that
+        # does not share the cache directory, build their own copy).
+        source = tdist.run_on_main(kind.resolve, spec.model, spec.revision, teacher=spec.name)
         if not Path(source).is_dir():
-            source = resolve_model_source(spec.model, spec.revision, teacher=spec.name)
+            source = kind.resolve(spec.model, spec.revision, teacher=spec.name)
     else:
-        source = resolve_model_source(spec.model)
-    revision = None if gguf.is_gguf(spec.model) else spec.revision
+        source = kind.resolve(spec.model, spec.revision, teacher=spec.name)
+    revision = spec.revision if kind.hub_revision else None
     if not is_local(source):
         try:
             revision = hub_commit(source, spec.revision)  # pin: the store fingerprints this commit

@@ -32,8 +32,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from distill.encoder import TOKENIZER_FILES, Encoder, load_tokenizer
-from distill.standalone import StandaloneStudent
+from distill.encoder import Encoder, load_tokenizer
+from distill.students.tokens import TOKENIZER_FILES, StandaloneStudent
 
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "onnx_config.json"

@@ -15,7 +15,6 @@ from distill.curriculum import (
     CurriculumConfig,
     CurriculumSampler,
     compute_difficulty,
-    teacher_ramp,
 )
 
 
@@ -245,15 +244,3 @@ def test_student_loss_resort_every_and_resume():
         t.update_losses(got, (got * 7 + step) % 11)
     with pytest.raises(ValueError, match="examples"):
         CurriculumSampler(np.zeros(11), t.cfg, 10, 5, seed=2).load_state_dict(state)
-
-
-def test_teacher_ramp():
-    cfg = CurriculumConfig(teacher_ramp={"b": [10, 20], "c": [5, 0]})
-    names = ["a", "b", "c"]
-    assert teacher_ramp(cfg, 0, names) == {"a": 1.0, "b": 0.0, "c": 0.0}
-    assert teacher_ramp(cfg, 5, names) == {"a": 1.0, "b": 0.0, "c": 1.0}
-    assert teacher_ramp(cfg, 10, names)["b"] == 0.0
-    assert teacher_ramp(cfg, 15, names)["b"] == 0.25
-    assert teacher_ramp(cfg, 30, names)["b"] == 1.0 and teacher_ramp(cfg, 1000, names)["b"] == 1.0
-    s = CurriculumSampler(np.zeros(4), cfg, total_steps=100, global_batch_size=2, seed=0)
-    assert s.teacher_ramp(25, names) == {"a": 1.0, "b": 0.75, "c": 1.0}

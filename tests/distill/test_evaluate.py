@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from distill.evaluate import fit_ridge, retrieval_metrics, retrieval_ranks, topk_cosine
+from distill.eval.qa import fit_ridge, retrieval_metrics, retrieval_ranks, topk_cosine
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -140,7 +140,7 @@ LIMIT_SCRIPT = textwrap.dedent("""
     resource.setrlimit(resource.RLIMIT_AS, (LIMIT, LIMIT))  # before torch: its ~0.6 GiB counts too
     import numpy as np
     import torch
-    from distill.evaluate import retrieval_metrics, retrieval_ranks
+    from distill.eval.qa import retrieval_metrics, retrieval_ranks
 
     N, D = 60_000, 16
     try:  # the limit binds: the dense N x N float64 matrix (28.8 GB) cannot even be allocated

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from distill.config import load_config
-from distill.evaluate import fit_ridge, retrieval_metrics
-from distill.evaluator import Evaluator
+from distill.eval.evaluator import Evaluator
+from distill.eval.qa import fit_ridge, retrieval_metrics
 from distill.schema import ConfigError
-from distill.student import Student
+from distill.students.teacher import Student
 from distill.targets import Targets, teacher_input
 from lattice import LatticeConfig
 
@@ -90,7 +90,8 @@ def test_evaluator_ridge_input_reads_every_input_teacher():
     ev = Evaluator(teacher_input(split.q, ["a", "b"]), split, train, (1, 5), 1.0, 32, input_teacher=["a", "b"])
     for name in ("a", "b"):  # shown in every space: the input is not that space's own question alone
         w, b = fit_ridge(teacher_input(train.q, ["a", "b"]), train.a[name], 1.0)
-        want = retrieval_metrics((teacher_input(split.q, ["a", "b"]).double() @ w + b).float(), split.a[name], (1, 5))
+        want = retrieval_metrics((teacher_input(split.q, ["a", "b"]).double() @ w + b).float(), split.a[name], (1, 5),
+                                 center=train.a[name].double().mean(0))
         assert ev.baselines[name]["ridge_input"] == want
         assert ev.baselines[name]["ridge_input"] != ev.baselines[name]["ridge"]  # the answers need both
     st = _student()
@@ -205,7 +206,7 @@ def test_train_eval_predict_with_two_input_teachers(tmp_path, monkeypatch, capsy
     capsys.readouterr()
     assert main(["predict", str(run_dir), "What is your name?", "-k", "3"]) == 0
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["answers"]
-    from distill.evaluate import topk_cosine
+    from distill.eval.qa import topk_cosine
     from distill.rundata import load_run_data
     from teachers import load_teacher
 

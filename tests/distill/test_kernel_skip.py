@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from distill.config import load_config
-from distill.evaluate import fit_ridge
+from distill.eval.qa import fit_ridge
 from distill.schema import ConfigError
-from distill.student import Student
+from distill.students.teacher import Student
 from distill.targets import Targets, teacher_input
 from lattice import LatticeConfig
 

@@ -58,7 +58,7 @@ def test_baselines_are_logged_beside_the_student_under_the_same_tags(runs):
     _, run_dir, _ = runs
     ev = json.loads((run_dir / "eval.json").read_text())["validation"]
     for t in TEACHERS:
-        for m in ("cosine", "recall@1", "mrr"):
+        for m in ("cosine", "cosine_centred", "recall@1", "mrr"):
             tag = f"eval/{t}/{m}"
             assert sorted(scalars(run_dir, tag)) == [4, 8]
             assert scalars(run_dir, tag)[8] == pytest.approx(ev[t]["student"][m], abs=1e-6)
@@ -79,7 +79,7 @@ def test_layout_groups_validation_charts_and_drops_meaningless_ones(runs):
     assert "loss (total)" in summary and "curriculum" not in summary and "teacher weights" not in summary
     for t in TEACHERS:
         assert [c.multiline.tag[0] for c in cats[f"validation: {t}"].chart] == [
-            "^" + re.escape(f"eval/{t}/{m}") + "$" for m in ("cosine", "recall@1", "mrr")]
+            "^" + re.escape(f"eval/{t}/{m}") + "$" for m in ("cosine", "cosine_centred", "recall@1", "mrr")]
     tags = acc.Tags()["scalars"]
     # pacing none, fixed weighting: neither chart would say anything, so neither is written.
     assert not [x for x in tags if x.startswith(("curriculum/", "teacher_weight/"))], tags

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from distill.evaluate import fit_ridge, retrieval_metrics
-from distill.evaluator import Evaluator
-from distill.student import Student
+from distill.eval.evaluator import Evaluator
+from distill.eval.qa import fit_ridge, retrieval_metrics
+from distill.students.teacher import Student
 from distill.targets import Targets
 from lattice import LatticeConfig
 
@@ -75,7 +75,9 @@ def test_evaluator_adds_ridge_input_for_the_other_teachers_only():
     ev = Evaluator(split.q["a"], split, train, (1, 5), 1.0, 32, input_teacher="a")
     assert "ridge_input" not in ev.baselines["a"]  # the same map as "ridge" there
     w, b = fit_ridge(train.q["a"], train.a["b"], 1.0)
-    want = retrieval_metrics((split.q["a"].double() @ w + b).float(), split.a["b"], (1, 5))
+    want = retrieval_metrics((split.q["a"].double() @ w + b).float(), split.a["b"], (1, 5),
+                             center=train.a["b"].double().mean(0))
+    assert "cosine_centred" in want
     assert ev.baselines["b"]["ridge_input"] == want
     assert ev.baselines["b"]["ridge_input"] != ev.baselines["b"]["ridge"]  # b's own question differs
     # The untrained ridge-initialised student scores exactly the ridge_input baseline.

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from distill.encoder import Encoder, export_standalone
-from distill.standalone import StandaloneConfig, StandaloneStudent
+from distill.students.tokens import StandaloneConfig, StandaloneStudent
 from distill.token_init import pca, teacher_token_table, zipf_weights
 from tests.conftest import ROOT, run_cli, snapshot
 from tests.teachers.tiny import build_tiny
@@ -166,7 +166,7 @@ def test_export_loads_in_a_fresh_interpreter_without_training_code(export):
         "from distill import Encoder\n"
         f"v = Encoder.from_pretrained({str(export)!r}).encode(['What is AI?', 'hi'])\n"
         "heavy = [m for m in ('accelerate', 'deepspeed', 'transformers', 'teachers', 'distill.train',\n"
-        "         'distill.student', 'distill.commands', 'datasets') if m in sys.modules]\n"
+        "         'distill.students.teacher', 'distill.commands', 'datasets') if m in sys.modules]\n"
         "print(json.dumps({'shape': list(v.shape), 'heavy': heavy}))\n"
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)

@@ -128,6 +128,22 @@ def test_predict_and_eval_on_a_standalone_run_load_no_teacher(root, monkeypatch,
     assert commands.cmd_eval(argparse.Namespace(run_dir=str(cfg.run_dir), data=None, out=None)) == 0
     ev = json.loads((cfg.run_dir / "eval.json").read_text())
     assert ev["test"]["bert-mean"]["student"]["recall@1"] >= 0
+    assert "cosine_centred" in ev["test"]["bert-mean"]["ridge"]
+    # --sts / --retrieval on the run's own encoder equal the same numbers computed here directly.
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from distill.encoder import Encoder
+
+    texts = ["what is your name", "how are you", "tell me a joke", "what time is it", "do you like books"]
+    sts = [{"s1": a, "s2": b, "score": float(i % 3)} for i, (a, b) in enumerate(zip(texts, texts[1:] + texts[:1]))]
+    (root / "sts.jsonl").write_text("".join(json.dumps(x) + "\n" for x in sts))
+    assert commands.cmd_eval(argparse.Namespace(run_dir=str(cfg.run_dir), data=None, out=None,
+                                                sts=str(root / "sts.jsonl"), retrieval=None)) == 0
+    got = json.loads((cfg.run_dir / "eval_encoder.json").read_text())["sts"]["spearman"]
+    enc = Encoder.from_pretrained(cfg.run_dir)
+    cos = [float(np.dot(*enc.encode([x["s1"], x["s2"]]))) for x in sts]
+    assert got == pytest.approx(spearmanr(cos, [x["score"] for x in sts]).correlation, abs=1e-6)
 
 
 # ---- data.task: texts --------------------------------------------------------------------------

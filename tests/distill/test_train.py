@@ -64,7 +64,7 @@ def test_export_and_eval_json_match(trained):
         assert set(payload[split]) == {"bert-mean", "bert-cls"}
         assert set(payload[split]["bert-mean"]) == {"student", "identity", "ridge"}
     assert payload["validation"] != payload["test"]  # two different sets of questions
-    from distill.student import Student
+    from distill.students.teacher import Student
 
     st = Student.from_pretrained(run_dir / "student")
     assert st.input_teacher == "bert-mean" and st.residual

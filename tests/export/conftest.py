@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distill.encoder import export_standalone
-from distill.standalone import StandaloneConfig, StandaloneStudent
+from distill.students.tokens import StandaloneConfig, StandaloneStudent
 from tests.teachers.tiny import build_tiny
 
 LATTICE = {"depth": 2, "height": 3, "width": 4, "channels": 4, "hidden": 8, "steps": 2}

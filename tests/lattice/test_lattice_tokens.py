@@ -137,24 +137,3 @@ def test_token_lattice_validates():
     m = TokenLattice3D(LatticeConfig(depth=2, height=2, width=2, output_dim=2), token_dim=4)
     with pytest.raises(ValueError, match="tokens"):
         m(torch.randn(1, 3, 5), torch.ones(1, 3))
-
-
-def test_occupied_mean_pools_only_the_texts_own_cells():
-    # A 4x5 face and a 7-token text (one padded in the middle): occupied_mean is the projection of
-    # the output face's mean over the 6 cells above real tokens; the plain mean (all 20 cells) differs.
-    torch.manual_seed(3)
-    lat = model(readout="occupied_mean").eval()
-    tokens, mask = torch.randn(2, 7, 6), torch.ones(2, 7)
-    mask[1, 3] = 0
-    out = lat.run_tokens(tokens, mask)
-    top = lat.output_face(out.state)  # (B, rows, cols, C)
-    _, occ = tokens_to_face(tokens, mask, 4, 5, "fold")
-    want = lat.readout.proj((top * occ).sum((1, 2)) / occ.sum((1, 2)))
-    torch.testing.assert_close(out.output, want)
-    assert occ[1].sum() == 6 and occ[0].sum() == 7
-    plain = lat.readout.proj(top.mean((1, 2)))
-    assert (out.output - plain).abs().max() > 1e-3
-    # a text filling the face (fold) occupies every cell: the same as the plain mean
-    full = torch.randn(1, 25, 6)
-    o = lat.run_tokens(full, torch.ones(1, 25))
-    torch.testing.assert_close(o.output, lat.readout.proj(lat.output_face(o.state).mean((1, 2))))

@@ -133,7 +133,7 @@ CASES = [
          sets=["teachers[1].model={shared}/custom-model"]),
     Case("input teacher that does not exist", ["student.input_teacher: 'bert-max' is not a teacher"],
          sets=["student.input_teacher=bert-max"]),
-    Case("curriculum ramp of an unknown teacher", ["curriculum.teacher_ramp.bert-max: not a teacher"],
+    Case("a retired key (issue #22)", ["curriculum.teacher_ramp: retired (issue #22)", "teachers[i].weight"],
          edit=_set("curriculum.teacher_ramp", {"bert-max": [0, 10]})),
     Case("lattice face smaller than the input teacher",
          ["student.lattice: input face too small", "32 values do not fit on the 2x2 input face",

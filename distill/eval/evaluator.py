@@ -1,4 +1,4 @@
-"""The evaluator: one evaluated split (validation or test), its baselines (computed once) and the
+"""The Q→A evaluator: one evaluated split (validation or test), its baselines (computed once) and the
 student's metrics.
 
 Built once per split; ``evaluate(student)`` runs the student over the split's inputs and returns
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from distill.evaluate import evaluate_spaces, fit_ridge, format_table, retrieval_metrics
+from distill.eval.qa import answer_mean, evaluate_spaces, fit_ridge, format_table, retrieval_metrics
 from distill.targets import Targets, teacher_input
 
 
@@ -34,21 +34,25 @@ class Evaluator:
     x: (N, ...) student inputs of the split; split: its targets; train: the training split's
     targets the ridge baseline is fitted on (None: identity baseline only, as in online mode,
     which never holds the whole training split's targets). ``baselines=False`` (data.task=texts):
-    the student's rows only.
+    the student's rows only. ``centers``: {teacher: (d,)} the training answers' means the centred
+    cosine subtracts (default: from ``train``; online mode passes a sample's).
     """
 
     def __init__(self, x: torch.Tensor, split: Targets, train: Targets | None, ks: tuple[int, ...],
                  ridge_lambda: float, batch_size: int, baselines: bool = True,
-                 input_teacher: str | list[str] | None = None):
+                 input_teacher: str | list[str] | None = None, centers: dict[str, torch.Tensor] | None = None):
         self.x, self.split, self.ks, self.batch_size = x, split, tuple(ks), batch_size
         names = list(split.a)
+        if centers is None and train is not None:
+            centers = {n: answer_mean(train.a[n]) for n in names}
+        self.centers = centers or {}
         if not baselines:  # a text task: the "question" is the target itself, a baseline would be 1.0
             self.baselines = {n: {} for n in names}
             return
         self.baselines = evaluate_spaces({n: split.q[n] for n in names}, {n: split.q[n] for n in names}, split.a,
                                          train.q if train is not None else None,
                                          train.a if train is not None else None,
-                                         ks=self.ks, ridge_lambda=ridge_lambda)
+                                         ks=self.ks, ridge_lambda=ridge_lambda, centers=centers)
         # "ridge" reads each teacher's OWN question embedding, which the student may not see; the
         # fair linear rival reads what the student reads: ridge from the input teacher's question
         # embedding, or the input teachers' concatenated ("ridge_input"). Only where that input is
@@ -63,13 +67,14 @@ class Evaluator:
                     continue
                 w, b = fit_ridge(x_train, train.a[n].float(), ridge_lambda)
                 pred = (x_split @ w + b).float()
-                self.baselines[n]["ridge_input"] = retrieval_metrics(pred, split.a[n].float(), self.ks)
+                self.baselines[n]["ridge_input"] = retrieval_metrics(pred, split.a[n].float(), self.ks,
+                                                                     center=self.centers.get(n))
 
     def evaluate(self, student, device="cpu") -> dict:
         preds = predict_all(student, self.x, self.batch_size, device)
         res = {}
         for n in self.split.a:
-            res[n] = {"student": retrieval_metrics(preds[n], self.split.a[n], self.ks)}
+            res[n] = {"student": retrieval_metrics(preds[n], self.split.a[n], self.ks, center=self.centers.get(n))}
             res[n].update({k: v for k, v in self.baselines[n].items() if k != "student"})
         return res
 

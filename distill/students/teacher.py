@@ -1,14 +1,14 @@
-"""The student: input adapter → Lattice3D → one head per teacher.
+"""The teacher-input student (``student.input: teacher``): Lattice3D → one head per teacher.
 
-    question embedding (B, d_in)  ──adapter──▶  Lattice3D  ──▶  z (B, d_lat)  ──head_k──▶  (B, d_k)
+    question embedding (B, d_in)  ──▶  Lattice3D  ──▶  z (B, d_lat)  ──head_k──▶  (B, d_k)
 
 With ``skip: true`` each head also gets a linear map of the input itself (``skip_k(x)``), so every
 teacher space has at least a linear (ridge-like) path from the question and the lattice learns
 the non-linear rest.
 
-The input is a teacher's question embedding (``input: teacher``), or several teachers'
-concatenated (``input_teacher: [a, b]``). A token-input student (``input: tokens``, standalone: no
-teacher at query time) is :mod:`distill.token_student`. With ``residual: true`` each input
+The input is a teacher's question embedding, or several teachers' concatenated
+(``input_teacher: [a, b]``). A token-input student (standalone: no teacher at query time) is
+:mod:`distill.students.tokens`. With ``residual: true`` each input
 teacher's question embedding is added to the prediction in its own space and that head starts at
 zero, so the untrained student *is* the identity baseline there and training can only move it
 from there.
@@ -26,16 +26,20 @@ from torch import nn
 
 from lattice import Lattice3D, LatticeConfig
 
+NAME = "teacher"
+CONFIG_FILE = "student.json"
+WEIGHTS_FILE = "student.safetensors"
+# Fields exports and checkpoints from before issue #22 recorded that a teacher-input student never
+# used (the token fields) or no longer has (head_hidden; 0 = a linear head, as every head is now).
+RETIRED_FIELDS = ("head_hidden", "vocab_size", "token_dim", "pad_id")
+
 
 class Head(nn.Module):
-    """Lattice readout (B, d_lat) -> teacher space (B, d_k): linear, or a one-hidden-layer MLP."""
+    """Lattice readout (B, d_lat) -> teacher space (B, d_k): one linear map (``net[0]``)."""
 
-    def __init__(self, d_in: int, d_out: int, hidden: int = 0, zero_init: bool = False):
+    def __init__(self, d_in: int, d_out: int, zero_init: bool = False):
         super().__init__()
-        if hidden:
-            self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
-        else:
-            self.net = nn.Sequential(nn.Linear(d_in, d_out))
+        self.net = nn.Sequential(nn.Linear(d_in, d_out))  # a Sequential: the weights' names of every export
         if zero_init:
             nn.init.zeros_(self.net[-1].weight)
             nn.init.zeros_(self.net[-1].bias)
@@ -44,33 +48,13 @@ class Head(nn.Module):
         return self.net(z)
 
 
-class TeacherInput(nn.Module):
-    """input: teacher -- x is the input teacher's question embedding (B, d_teacher), or several
-    input teachers' concatenated in order (B, sum of their widths), used as is."""
-
-    def __init__(self, student: Student):
-        super().__init__()
-        self.dim = sum(student.teacher_dims[n] for n in student.input_teachers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-# The student's input modes (``student.input`` in the config). A new mode is one class plus one line.
-INPUT_ADAPTERS: dict[str, type[nn.Module]] = {"teacher": TeacherInput}
-
-
 def section_config(section, input_teacher: str | list[str]) -> dict:
     """The student's fields from the config's ``student`` section (a ``StudentSection``), as the
-    student records them: residual applies to teacher input only; the lattice without the sizes
-    only the data fixes. This is also what a resume must match, as far as the config tells.
-    ``input_teacher``: a name, or several (teacher input only; a one-name list is that name)."""
+    student records them: the lattice without the sizes only the data fixes. This is also what a
+    resume must match, as far as the config tells. ``input_teacher``: a name, or several (a
+    one-name list is that name)."""
     names = [input_teacher] if isinstance(input_teacher, str) else list(input_teacher)
     input_teacher = names[0] if len(names) == 1 else names
-    if section.input == "tokens":
-        from distill import token_student
-
-        return token_student.section_config(section, names[0])
     lattice = section.lattice.to_dict()
     lattice.pop("input_dim", None)
     lattice.pop("output_dim", None)
@@ -78,9 +62,8 @@ def section_config(section, input_teacher: str | list[str]) -> dict:
     # Recorded only when used, so runs from before kernel skips resume unchanged.
     kernel = {"kernel_skip": {"teachers": list(ks.teachers), "features": ks.features, "gamma": ks.gamma}} \
         if ks.teachers else {}
-    return {"input_teacher": input_teacher, "input_mode": section.input,
-            "residual": section.residual and section.input == "teacher", "skip": section.skip,
-            "head_hidden": section.head_hidden, "token_dim": section.token_dim, "lattice": lattice, **kernel}
+    return {"input_teacher": input_teacher, "input_mode": NAME, "residual": section.residual,
+            "skip": section.skip, "lattice": lattice, **kernel}
 
 
 class KernelSkip(nn.Module):
@@ -113,41 +96,34 @@ class KernelSkip(nn.Module):
 
 
 class Student(nn.Module):
-    """Predicts every teacher's answer embedding from a question.
+    """Predicts every teacher's answer embedding from a question embedding.
 
     Args:
         teacher_dims: {teacher name: embedding dimension}, in config order.
-        input_teacher: the teacher whose question embedding (or tokenizer) is the input; for
-            input_mode "teacher" also a list of teachers whose question embeddings are
-            concatenated in that order (``input_teachers``; ``input_teacher`` is the first).
-        input_mode: "teacher" (x: (B, d_input) float) or "tokens" (x: (B, L) token ids, pad_id padded).
+        input_teacher: the teacher whose question embedding is the input, or a list of teachers
+            whose question embeddings are concatenated in that order (``input_teachers``;
+            ``input_teacher`` is the first). x: (B, sum of their widths).
         lattice: the lattice config; input_dim/output_dim are filled in here.
 
     The defaults are the config's (``distill.config.StudentSection``); the trainer builds a
     student with :meth:`from_section`, and ``student.json`` is :meth:`student_config`.
     """
 
+    input_mode = NAME  # its name in distill.students.STUDENT_TYPES
+
     def __init__(
         self,
         teacher_dims: dict[str, int],
         input_teacher: str | list[str],
         lattice: LatticeConfig,
-        input_mode: str = "teacher",
         residual: bool = True,
         skip: bool = True,
-        head_hidden: int = 0,
-        vocab_size: int = 0,
-        token_dim: int = 128,
-        pad_id: int = 0,
         kernel_skip: dict | None = None,
     ):
         super().__init__()
         self.teacher_dims = dict(teacher_dims)
         self.input_teachers = [input_teacher] if isinstance(input_teacher, str) else list(input_teacher)
         self.input_teacher = self.input_teachers[0]
-        self.input_mode = input_mode
-        if len(self.input_teachers) > 1 and input_mode != "teacher":
-            raise ValueError(f"input_teacher: several input teachers need input mode 'teacher', not {input_mode!r}")
         if unknown := [n for n in self.input_teachers if n not in self.teacher_dims]:
             raise ValueError(f"input_teacher: {unknown} not among the teachers {list(self.teacher_dims)}")
         # Where each input teacher's question embedding sits in the (concatenated) input.
@@ -155,16 +131,8 @@ class Student(nn.Module):
         for n in self.input_teachers:
             offsets.append(offsets[-1] + self.teacher_dims[n])
         self.input_slices = {n: slice(lo, hi) for n, lo, hi in zip(self.input_teachers, offsets, offsets[1:])}
-        self.residual = residual and input_mode == "teacher"
-        self.skip = skip
-        self.head_hidden = head_hidden
-        self.vocab_size = vocab_size
-        self.token_dim = token_dim
-        self.pad_id = pad_id
-        if input_mode not in INPUT_ADAPTERS:
-            raise ValueError(f"input: unknown input mode {input_mode!r}; choose from {sorted(INPUT_ADAPTERS)}")
-        self.adapter = INPUT_ADAPTERS[input_mode](self)
-        d_in = self.adapter.dim
+        self.residual, self.skip = residual, skip
+        d_in = offsets[-1]
         d_lat = lattice.output_dim or d_in
         self.lattice_config = replace(lattice, input_dim=d_in, output_dim=d_lat)
         self.lattice = Lattice3D(self.lattice_config)
@@ -172,35 +140,29 @@ class Student(nn.Module):
         kernel_names = list(self.kernel_skip["teachers"]) if self.kernel_skip else []
         if unknown := [n for n in kernel_names if n not in self.teacher_dims]:
             raise ValueError(f"kernel_skip: {unknown} not among the teachers {list(self.teacher_dims)}")
-        if kernel_names and not (skip and input_mode == "teacher"):
-            raise ValueError("kernel_skip: needs skip=True and input mode 'teacher'")
+        if kernel_names and not skip:
+            raise ValueError("kernel_skip: needs skip=True")
         # A kernel-skip space gets no residual: its skip predicts the answer itself.
         self.residual_spaces = [n for n in self.input_teachers if self.residual and n not in kernel_names]
-        self.heads = nn.ModuleDict(
-            {
-                name: Head(d_lat, d, head_hidden, zero_init=name in self.residual_spaces or name in kernel_names)
-                for name, d in teacher_dims.items()
-            }
-        )
+        self.heads = nn.ModuleDict({name: Head(d_lat, d, zero_init=name in self.residual_spaces or name in kernel_names)
+                                    for name, d in teacher_dims.items()})
         if skip:
             # Zero-initialised so the untrained residual student is exactly the identity baseline.
-            self.skips = nn.ModuleDict({name: Head(d_in, d, 0, zero_init=True) for name, d in teacher_dims.items()
+            self.skips = nn.ModuleDict({name: Head(d_in, d, zero_init=True) for name, d in teacher_dims.items()
                                         if name not in kernel_names})
         self.kernel_skips = nn.ModuleDict()
         for name in kernel_names:  # own question if it is an input, else the whole input
             part = self.input_slices.get(name, slice(0, d_in))
-            lo, hi = part.start, part.stop
-            self.kernel_skips[name] = KernelSkip(lo, hi, teacher_dims[name], self.kernel_skip["features"],
-                                                 self.kernel_skip["gamma"])
+            self.kernel_skips[name] = KernelSkip(part.start, part.stop, teacher_dims[name],
+                                                 self.kernel_skip["features"], self.kernel_skip["gamma"])
 
     @classmethod
-    def from_section(cls, section, teacher_dims: dict[str, int], input_teacher: str | list[str], vocab_size: int = 0,
-                     pad_id: int = 0) -> Student:
+    def from_section(cls, section, teacher_dims: dict[str, int], input_teacher: str | list[str]) -> Student:
         """Build from the config's ``student`` section (a ``StudentSection``) plus what only the
-        data knows: the teachers' dimensions and, for token input, the tokenizer's size and pad id."""
+        data knows: the teachers' dimensions."""
         conf = section_config(section, input_teacher)
-        return cls(teacher_dims=teacher_dims, lattice=section.lattice, vocab_size=vocab_size, pad_id=pad_id,
-                   **{k: v for k, v in conf.items() if k != "lattice"})
+        return cls(teacher_dims=teacher_dims, lattice=section.lattice,
+                   **{k: v for k, v in conf.items() if k not in ("lattice", "input_mode")})
 
     @torch.no_grad()
     def init_skips_from_ridge(self, train_x: torch.Tensor, train_a: dict[str, torch.Tensor], lam: float,
@@ -213,10 +175,10 @@ class Student(nn.Module):
         of the input, since its question embedding is added back.
         ``freeze``: the skips keep the ridge map (no gradients); the lattice and heads still train.
         """
-        from distill.evaluate import fit_ridge  # the same solver as the evaluator's baseline
+        from distill.eval.qa import fit_ridge  # the same solver as the evaluator's baseline
 
-        if not self.skip or self.input_mode != "teacher":
-            raise ValueError("skip_init: ridge needs skip: true and input: teacher")
+        if not self.skip:
+            raise ValueError("skip_init: ridge needs skip: true")
         for name, head in self.heads.items():
             if name in self.kernel_skips:  # fitted by init_kernel_skips
                 continue
@@ -239,7 +201,7 @@ class Student(nn.Module):
 
         train_x: (N, d_in) the training split's student inputs; train_a: {teacher: (N, d_k)}.
         """
-        from distill.evaluate import fit_ridge_wide
+        from distill.eval.qa import fit_ridge_wide
 
         for name, ks in self.kernel_skips.items():
             head = self.heads[name]
@@ -250,12 +212,9 @@ class Student(nn.Module):
             ks.readout.weight.copy_(w.T.to(ks.readout.weight.dtype))
             ks.readout.bias.copy_(b.to(ks.readout.bias.dtype))
 
-    def encode_input(self, x: torch.Tensor) -> torch.Tensor:
-        return self.adapter(x)
-
     def forward(self, x: torch.Tensor, steps: int | None = None) -> dict[str, torch.Tensor]:
-        """x: (B, d_input) or (B, L) token ids -> {teacher: (B, d_teacher)}."""
-        h = self.encode_input(x)
+        """x: (B, d_input) -> {teacher: (B, d_teacher)}."""
+        h = x
         z = self.lattice(h, steps=steps)
         out = {name: head(z) for name, head in self.heads.items()}
         if self.skip:
@@ -276,9 +235,13 @@ class Student(nn.Module):
         was_training = self.training
         self.eval()
         try:
-            return self.lattice.run(self.encode_input(x), trace_steps=tuple(trace_steps)).trace
+            return self.lattice.run(x, trace_steps=tuple(trace_steps)).trace
         finally:
             self.train(was_training)
+
+    def head_weights(self) -> dict[str, torch.Tensor]:
+        """{teacher: the last linear map's weight (d_k, d_lat)}, for the histograms."""
+        return {n: head.net[-1].weight for n, head in self.heads.items()}
 
     # -- export: loads with torch + safetensors + lattice, no training code ------------------------
 
@@ -291,10 +254,6 @@ class Student(nn.Module):
             "input_mode": self.input_mode,
             "residual": self.residual,
             "skip": self.skip,
-            "head_hidden": self.head_hidden,
-            "vocab_size": self.vocab_size,
-            "token_dim": self.token_dim,
-            "pad_id": self.pad_id,
             "lattice": self.lattice_config.to_dict(),
             **({"kernel_skip": self.kernel_skip} if self.kernel_skip else {}),
         }
@@ -303,21 +262,85 @@ class Student(nn.Module):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(path / "student.safetensors"))
-        (path / "student.json").write_text(json.dumps(self.student_config(), indent=2))
+        save_file(state, str(path / WEIGHTS_FILE))
+        (path / CONFIG_FILE).write_text(json.dumps(self.student_config(), indent=2))
 
     @classmethod
     def from_config(cls, conf: dict) -> Student:
+        """From a student.json; the fields exports before issue #22 also wrote (the token fields a
+        teacher-input student never used, ``head_hidden``) must hold their unused defaults."""
         conf = dict(conf)
+        if conf.get("head_hidden", 0):
+            raise ValueError(f"student.json: head_hidden={conf['head_hidden']} (an MLP head) is no longer supported")
+        for key in (*RETIRED_FIELDS, "input_mode"):
+            conf.pop(key, None)
         lattice = LatticeConfig(**conf.pop("lattice"))
         return cls(lattice=lattice, **conf)
 
     @classmethod
     def from_pretrained(cls, path: str | Path) -> Student:
         path = Path(path)
-        model = cls.from_config(json.loads((path / "student.json").read_text()))
-        state = load_file(str(path / "student.safetensors"))
-        # Exports from before the input adapters held the token embedding at the top level.
-        state = {("adapter." + k if k.startswith("embed.") else k): v for k, v in state.items()}
-        model.load_state_dict(state)
+        model = cls.from_config(json.loads((path / CONFIG_FILE).read_text()))
+        model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
         return model.eval()
+
+
+# -- the registry entry (distill.students.STUDENT_TYPES) ------------------------------------------
+
+
+class TeacherInputType:
+    """``student.input: teacher``: reads the input teachers' question embeddings (a Q→A mapper)."""
+
+    name = NAME
+    reads_teacher_input = True  # x is the input teachers' concatenated question embeddings
+    reads_text = False
+    starts_from_export = False  # student.init_from: every weight from an earlier run's export
+    export_file = CONFIG_FILE
+
+    section_config = staticmethod(section_config)
+
+    @staticmethod
+    def face_width(cfg) -> tuple[int | None, str]:
+        """The input width the lattice's input face must hold, when the config tells (local teachers)."""
+        from teachers import teacher_dim
+
+        specs = {t.name: t for t in cfg.teachers}
+        dims = [teacher_dim(specs[n]) for n in cfg.input_names()]
+        what = ", ".join(f"input teacher '{n}' embeds in {d}" for n, d in zip(cfg.input_names(), dims))
+        what += " dimensions" + (f" ({sum(dims)} in all)" if len(dims) > 1 and None not in dims else "")
+        return (None if None in dims else sum(dims)), what
+
+    @staticmethod
+    def text_inputs(cfg, texts: list[str]) -> None:
+        """The student reads teacher embeddings, not text: None."""
+        return None
+
+    @staticmethod
+    def build(cfg, data) -> Student:
+        """From the ``student`` section and the teachers' widths; skips ridge-initialised (and kernel
+        skips fitted) on the training split when the run holds it (store mode)."""
+        from distill.schema import ConfigError
+        from distill.targets import teacher_input
+
+        try:
+            student = Student.from_section(cfg.student, data.dims, cfg.input_names())
+        except ValueError as err:  # a shape only known once the teachers' widths are (e.g. a hub teacher)
+            raise ConfigError("student.lattice", str(err)) from None
+        s, train = cfg.student, data.train
+        # Ridge-initialised skips (issue #11 item 7): a zero skip starts a non-input teacher's space
+        # far below ridge and cosine + InfoNCE never climbs back to it within the run's steps.
+        if train is None:  # online mode: no training targets to fit on
+            return student
+        x = teacher_input(train.q, student.input_teachers)  # what the student reads, training split
+        if s.skip_init != "zero" and s.skip:
+            student.init_skips_from_ridge(x, train.a, cfg.eval.ridge_lambda, freeze=s.skip_init == "ridge_frozen")
+        if student.kernel_skips:  # (config validation: store mode only)
+            student.init_kernel_skips(x, train.a, s.kernel_skip.ridge_lambda)
+        return student
+
+    @staticmethod
+    def load(export_dir: str | Path) -> Student:
+        return Student.from_pretrained(export_dir)
+
+
+STUDENT_TYPE = TeacherInputType()

@@ -111,6 +111,16 @@ def compute_target_stats(targets: Tensor, per_dim: bool = False, eps: float = 1e
     evaluation measures in. per_dim=True z-scores every dimension (it also equalises "rogue"
     high-variance dimensions, and amplifies near-constant ones up to 1/eps).
     """
+    if hasattr(targets, "blocks"):  # a store view (teachers.RowView): summed in row blocks, never loaded whole
+        if len(targets.shape) != 2 or targets.shape[0] == 0:
+            raise ValueError(f"targets: expected a non-empty (N, d) array, got shape {tuple(targets.shape)}")
+        s1 = torch.zeros(targets.shape[1], dtype=torch.float64)
+        s2 = torch.zeros_like(s1)
+        for _, block in targets.blocks():
+            b = torch.from_numpy(block).to(torch.float64)
+            s1 += b.sum(0)
+            s2 += (b * b).sum(0)
+        return TargetStats.from_moments(s1, s2, targets.shape[0], per_dim=per_dim, eps=eps)
     x = torch.as_tensor(targets).detach().to(torch.float64)
     if x.ndim != 2 or x.shape[0] == 0:
         raise ValueError(f"targets: expected a non-empty (N, d) array, got shape {tuple(x.shape)}")

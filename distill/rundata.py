@@ -44,7 +44,8 @@ class StoredTargets:
 
     def batch(self, idx: np.ndarray) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         t = torch.as_tensor(idx, dtype=torch.long)
-        return self.train_x[t], {n: a[t] for n, a in self.train.a.items()}
+        return self.train_x[t], {n: a[t] if isinstance(a, torch.Tensor) else torch.from_numpy(a.rows(idx))
+                                 for n, a in self.train.a.items()}
 
 
 class OnlineTargets:
@@ -156,10 +157,15 @@ def load_run_data(cfg: Config, progress: bool = True, mode: str | None = None, i
 
 
 def _stored(cfg: Config, questions, answers, split: Split, token_ids, progress: bool):
-    targets = config_targets(cfg, questions, answers, device=pick_device(cfg), progress=progress)
+    # A token student distilling plain texts (the corpus case) reads its training targets from the
+    # store batch by batch: a million 384-d rows stay on disk, not in memory. Every other run
+    # holds them as tensors (a teacher-input student's inputs are teacher rows; the Q->A
+    # evaluator's ridge baseline is fitted on the training split).
+    views = token_ids is not None and cfg.data.task == "texts"
+    targets = config_targets(cfg, questions, answers, device=pick_device(cfg), progress=progress, views=views)
     inputs = token_ids if token_ids is not None else teacher_input(targets.q, cfg.input_names())
     train_t = targets.select(split.train)
-    evals = {name: EvalSplit(idx, targets.select(idx), inputs[torch.as_tensor(idx)])
+    evals = {name: EvalSplit(idx, targets.select(idx).tensors(), inputs[torch.as_tensor(idx)])
              for name, idx in (("validation", split.validation), ("test", split.test))}
     return train_t, evals, train_t.a, StoredTargets(inputs[torch.as_tensor(split.train)], train_t)
 

@@ -15,7 +15,8 @@ import torch
 class Targets:
     """Per-teacher question and answer embeddings of the same N pairs.
 
-    q[name], a[name]: float32 tensors (N, d_name).
+    q[name], a[name]: float32 tensors (N, d_name), or :class:`teachers.RowView` store views read
+    on demand (a corpus-scale training split: see ``distill.rundata``).
     """
 
     q: dict[str, torch.Tensor]
@@ -28,6 +29,14 @@ class Targets:
             return v[idx_t] if isinstance(v, torch.Tensor) else v.select(np.asarray(idx, dtype=np.int64))
 
         return Targets({k: sel(v) for k, v in self.q.items()}, {k: sel(v) for k, v in self.a.items()})
+
+    def tensors(self) -> Targets:
+        """The same targets with every store view read into a float32 tensor (for small splits)."""
+
+        def t(v):
+            return v if isinstance(v, torch.Tensor) else v.tensor()
+
+        return Targets({k: t(v) for k, v in self.q.items()}, {k: t(v) for k, v in self.a.items()})
 
     @property
     def dims(self) -> dict[str, int]:

@@ -154,10 +154,16 @@ class Recipe:
     def _sampler(self) -> CurriculumSampler:
         cfg, data, names = self.cfg, self.data, self.names
         train_t = data.train
+        # A store view is read whole only for a difficulty that looks at the targets.
+        need = cfg.curriculum.difficulty != "none"
+
+        def arr(v):
+            return v.numpy() if isinstance(v, torch.Tensor) or need else v
+
         difficulty = compute_difficulty(
             cfg.curriculum.difficulty,
-            q_targets={n: train_t.q[n].numpy() for n in names} if train_t is not None else {},
-            a_targets={n: train_t.a[n].numpy() for n in names} if train_t is not None else {},
+            q_targets={n: arr(train_t.q[n]) for n in names} if train_t is not None else {},
+            a_targets={n: arr(train_t.a[n]) for n in names} if train_t is not None else {},
             questions=[data.questions[i] for i in data.train_idx],
             answers=[data.answers[i] for i in data.train_idx],
         )

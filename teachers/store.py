@@ -360,6 +360,7 @@ class RowView:
         return (len(self.row), self.dim)
 
     dtype = np.dtype("float32")
+    ndim = 2
 
     def __len__(self) -> int:
         return len(self.row)

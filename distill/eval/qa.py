@@ -169,7 +169,7 @@ def topk_cosine(query: torch.Tensor, bank: torch.Tensor, k: int, *, rows=None,
     step = _rows_per_block(2 * m, block_rows)
     for i0 in range(0, n, step):
         i1 = min(n, i0 + step)
-        blk = bank[i0:i1] if rows_t is None else bank[rows_t[i0:i1]]
+        blk = torch.as_tensor(bank[i0:i1] if rows_t is None else bank[rows_t[i0:i1].numpy()])
         scores = q @ F.normalize(blk.float(), dim=-1).T  # (m, b)
         # Stable descending sorts keep equal scores in index order; the running best (all lower
         # indices) comes first in the merge, so ties always resolve to the lower index.

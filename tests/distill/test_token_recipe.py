@@ -226,6 +226,33 @@ def test_text_task_trains_on_each_texts_own_teacher_embedding(root):
     assert run(r, lambda: False) == 0
 
 
+def test_text_task_reads_training_targets_from_the_store_batch_by_batch(root):
+    """A corpus-scale text run never holds its training targets: they stay store views, each batch
+    gathers its rows, and the stats equal those of the materialised targets."""
+    import numpy as np
+
+    from distill.losses import compute_target_stats
+    from teachers import RowView
+
+    texts = _texts(root, 160)
+    (root / "t.txt").write_text("\n".join(texts) + "\n")
+    cfg = _cfg(root, **{"data.path": str(root / "t.txt"), "data.task": "texts"})
+    r = build_recipe(cfg)
+    d = r.data
+    for n in ("bert-mean", "bert-cls"):
+        view = d.train.a[n]
+        assert isinstance(view, RowView) and len(view) == len(d.train_idx)
+        assert isinstance(d.test.targets.a[n], torch.Tensor)  # held-out splits are small: tensors
+        full = view.tensor()
+        idx = np.array([5, 0, len(view) - 1, 5])
+        x, t = d.source.batch(idx)
+        assert torch.equal(t[n], full[torch.as_tensor(idx)]) and torch.equal(x, d.source.train_x[torch.as_tensor(idx)])
+        a, b = compute_target_stats(view), compute_target_stats(full)
+        torch.testing.assert_close(a.mean, b.mean, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(torch.as_tensor(a.std), torch.as_tensor(b.std), rtol=1e-12, atol=1e-12)
+    assert run(r, lambda: False) == 0
+
+
 # ---- stages ------------------------------------------------------------------------------------
 
 def test_stages_run_in_order_each_from_the_previous_export(root):

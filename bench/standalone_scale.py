@@ -230,18 +230,17 @@ def plot(results: dict, path: Path) -> None:
                ("Dolly test Q->A R@1 (symmetric)", lambda r: r["dolly_sym"]["r1"]),
                ("TREC-QA dev MAP", lambda r: r["trec_dev"]["map"])]
     students = {k: r for k, r in rows.items() if r["kind"] == "student" and r["corpus"]["n"]}
+    series = _series(students)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     for ax, (title, get) in zip(axes, metrics):
-        lat = sorted(((r["corpus"]["n"], get(r), k) for k, r in students.items() if r["lattice"]), key=lambda t: t[0])
-        sta = [(r["corpus"]["n"], get(r), k) for k, r in students.items() if not r["lattice"]]
-        if lat:
-            ax.plot([t[0] for t in lat], [t[1] for t in lat], "o-", color="C0", label="student (lattice)")
-        if sta:
-            ax.plot([t[0] for t in sta], [t[1] for t in sta], "s", color="C3", label="student (static, no lattice)")
-        for n, v, k in lat:
-            ax.annotate(k, (n, v), textcoords="offset points", xytext=(4, 4), fontsize=7)
-        for n, v, k in sta:  # left of the point: a lattice run at the same N is labelled right of it
-            ax.annotate(k, (n, v), textcoords="offset points", xytext=(-6, -3), fontsize=7, color="C3", ha="right")
+        for i, (label, pts) in enumerate(series.items()):
+            ns = sorted(pts)
+            mean = [float(np.mean([get(students[k]) for k in pts[n]])) for n in ns]
+            lo = [mean[j] - min(get(students[k]) for k in pts[n]) for j, n in enumerate(ns)]
+            hi = [max(get(students[k]) for k in pts[n]) - mean[j] for j, n in enumerate(ns)]
+            seeds = max(len(v) for v in pts.values())
+            ax.errorbar(ns, mean, yerr=[lo, hi], fmt="os^vD"[i % 5] + "-", color=f"C{[0, 3, 4, 1, 5][i % 5]}",
+                        capsize=3, label=label + (f" (min-max of up to {seeds} seeds)" if seeds > 1 else ""))
         ax.axhline(get(rows[MINILM]), color="k", ls="--", lw=1, label="MiniLM (teacher)")
         ax.axhline(get(rows[POTION]), color="C2", ls=":", lw=1.5, label="potion-base-8M")
         ax.set_xscale("log")
@@ -254,6 +253,16 @@ def plot(results: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _series(students: dict) -> dict[str, dict[int, list[str]]]:
+    """{series label: {N: [model names]}}. A run named ``SERIES/LABEL`` (e.g. ``static/300k-s1``)
+    belongs to SERIES; other names go by their lattice flag. Same series and N: seeds of one point."""
+    out: dict[str, dict[int, list[str]]] = {}
+    for k, r in students.items():
+        label = k.split("/")[0] if "/" in k else ("student (lattice)" if r["lattice"] else "student (static)")
+        out.setdefault(label, {}).setdefault(r["corpus"]["n"], []).append(k)
+    return out
 
 
 def print_table(results: dict) -> None:

@@ -33,8 +33,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-# The README being rewritten lives in docs/ until it replaces README.md; then this is README.md.
-README = ROOT / "docs" / "README_draft.md" if (ROOT / "docs" / "README_draft.md").is_file() else ROOT / "README.md"
+README = ROOT / "README.md"
 PAGES = [README, *sorted(p for p in (ROOT / "docs").rglob("*.md") if p != README)]
 MARKER = re.compile(r'^<!--\s*docs-test:\s*(?P<kind>run|error|long|skip)(?:\s+"(?P<why>[^"]*)")?\s*-->\s*$')
 FENCE = re.compile(r"^(?P<fence>```+|~~~+)\s*(?P<lang>[\w-]*)")

@@ -95,6 +95,7 @@ class RunData:
     test: EvalSplit
     stats_answers: dict[str, torch.Tensor]  # answer targets the standardisation statistics come from
     source: TargetSource
+    skipped_records: int = 0  # bad records skipped under data.on_error: skip (eval.json records it)
 
     @property
     def dims(self) -> dict[str, int]:
@@ -115,7 +116,7 @@ def split_pairs(cfg: Config, questions: list[str]) -> Split:
     return split
 
 
-def load_examples(cfg: Config) -> tuple[list[str], list[str], Split]:
+def load_examples(cfg: Config, info: dict | None = None) -> tuple[list[str], list[str], Split]:
     """(questions, answers, split) of the configured data. ``data.task: texts``: questions and
     answers are the same texts (the student's input and the text whose teacher embedding is the
     target), split by record (a record's texts share a split)."""
@@ -123,6 +124,8 @@ def load_examples(cfg: Config) -> tuple[list[str], list[str], Split]:
         from distill.data import load_texts
 
         t = load_texts(cfg.data)
+        if info is not None:
+            info["skipped_records"] = t.skipped
         by_record = split_pairs(cfg, t.keys)
         labels = np.zeros(len(t.keys), dtype=np.int64)
         labels[by_record.validation], labels[by_record.test] = 1, 2
@@ -134,7 +137,10 @@ def load_examples(cfg: Config) -> tuple[list[str], list[str], Split]:
         per_text[[i for i in np.flatnonzero(per_text == 0) if norm[i] in held]] = -1
         split = Split(*(np.flatnonzero(per_text == k).astype(np.int64) for k in (0, 1, 2)))
         return t.texts, t.texts, split
-    pairs = load_pairs(cfg.data).dataset
+    loaded = load_pairs(cfg.data)
+    if info is not None:
+        info["skipped_records"] = loaded.skipped
+    pairs = loaded.dataset
     questions, answers = list(pairs["question"]), list(pairs["answer"])
     return questions, answers, split_pairs(cfg, questions)
 
@@ -146,14 +152,15 @@ def load_run_data(cfg: Config, progress: bool = True, mode: str | None = None, i
     ``inputs=False``: skip tokenizing the texts for a token student (predict needs only the answer
     bank); the splits' inputs are then the input teacher's question embeddings.
     """
-    questions, answers, split = load_examples(cfg)
+    info: dict = {}
+    questions, answers, split = load_examples(cfg, info)
     # The student type makes its own inputs from text (token ids), or None: it reads the input
     # teachers' question embeddings.
     token_ids = student_type(cfg.student.input).text_inputs(cfg, questions) if inputs else None
     load = _stored if (mode or cfg.targets.mode) == "store" else _online
     train_t, evals, stats_answers, source = load(cfg, questions, answers, split, token_ids, progress)
     return RunData(questions, answers, split.train, train_t, evals["validation"], evals["test"], stats_answers,
-                   source)
+                   source, info.get("skipped_records", 0))
 
 
 def _stored(cfg: Config, questions, answers, split: Split, token_ids, progress: bool):

@@ -305,7 +305,7 @@ class Recipe:
                        "validation": validation, "test": test,
                        "results": test,  # the old key (the held-out split is now the test split)
                        "best_step": s.best_step, "best_metric": s.best_metric, "best_split": "validation",
-                       "nonfinite_steps": s.nonfinite_total}
+                       "nonfinite_steps": s.nonfinite_total, "skipped_records": d.skipped_records}
             ckpt.write_json_atomic(cfg.run_dir / "eval.json", payload)
             print(format_splits({"validation": validation, "test": test}, pairs, cfg.input_names()),
                   flush=True)

@@ -4,6 +4,8 @@ with init_from, and `distill predict` on it loads no teacher."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -235,10 +237,12 @@ def test_text_task_reads_training_targets_from_the_store_batch_by_batch(root):
     from teachers import RowView
 
     texts = _texts(root, 160)
-    (root / "t.txt").write_text("\n".join(texts) + "\n")
-    cfg = _cfg(root, **{"data.path": str(root / "t.txt"), "data.task": "texts"})
+    # Two bad (empty) lines, skipped and counted under on_error: skip; eval.json records the count.
+    (root / "t.txt").write_text("\n".join(texts[:50] + [""] + texts[50:100] + [" "] + texts[100:]) + "\n")
+    cfg = _cfg(root, **{"data.path": str(root / "t.txt"), "data.task": "texts", "data.on_error": "skip"})
     r = build_recipe(cfg)
     d = r.data
+    assert d.questions == texts and d.skipped_records == 2
     for n in ("bert-mean", "bert-cls"):
         view = d.train.a[n]
         assert isinstance(view, RowView) and len(view) == len(d.train_idx)
@@ -251,6 +255,7 @@ def test_text_task_reads_training_targets_from_the_store_batch_by_batch(root):
         torch.testing.assert_close(a.mean, b.mean, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(torch.as_tensor(a.std), torch.as_tensor(b.std), rtol=1e-12, atol=1e-12)
     assert run(r, lambda: False) == 0
+    assert json.loads((cfg.run_dir / "eval.json").read_text())["skipped_records"] == 2
 
 
 # ---- stages ------------------------------------------------------------------------------------

@@ -257,7 +257,7 @@ def main() -> int:
     if "rss" in parts:
         res["rss"] = part_rss(model, work, sizes)
     if "throughput" in parts:
-        res["throughput"] = part_throughput(model, work, min(20000, sizes[-1]), args.rounds)
+        res["throughput"] = part_throughput(model, work, min(10000, sizes[-1]), args.rounds)
     if "resume" in parts:
         res["resume"] = part_resume(model, work, min(100000, sizes[-1]))
     if "ranks" in parts:

@@ -128,6 +128,14 @@ def space_id(inputs: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(inputs, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def _duration(seconds: float) -> str:
+    """``1h02m``, ``3m05s``, ``12s``."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -548,6 +556,7 @@ def _fill(store: TargetStore, req: _Request, texts: Sequence[str], emb: _Embedde
         sync = tdist.is_distributed() and teacher.shard == "zero3"
         waiting = False
         rounds = -(-len(units) // world)
+        started = time.perf_counter()
         for k in range(rounds):
             i = k * world + rank
             mine, lock = [], None
@@ -570,8 +579,10 @@ def _fill(store: TargetStore, req: _Request, texts: Sequence[str], emb: _Embedde
                     sp.write_shard(names[i], req.keys[units[i]], np.ascontiguousarray(arr))
                     embedded += len(mine)
                     dt = time.perf_counter() - t0
-                    log.info("target store: %s unit %d/%d: %d rows in %.1fs (%.0f rows/s), rank %d", label, i + 1,
-                             len(units), len(mine), dt, len(mine) / max(dt, 1e-9), rank)
+                    # This rank's remaining rounds at its pace so far: the whole fill's ETA when ranks keep pace.
+                    eta = (time.perf_counter() - started) / (k + 1) * (rounds - k - 1)
+                    log.info("target store: %s unit %d/%d: %d rows in %.1fs (%.0f rows/s), rank %d, ETA %s", label,
+                             i + 1, len(units), len(mine), dt, len(mine) / max(dt, 1e-9), rank, _duration(eta))
             finally:
                 if lock is not None:
                     lock.release()

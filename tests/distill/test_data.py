@@ -241,3 +241,28 @@ def test_loading_holds_the_texts_about_once(tmp_path):
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert r["arrow_bytes"] < 1.3 * r["text_bytes"]  # the texts once, packed, plus offsets
     assert r["peak_over_base"] < 4 * r["text_bytes"], r
+
+
+def test_gzipped_inputs_stream_like_the_plain_files(tmp_path):
+    """`.jsonl.gz` and `.txt.gz` (a corpus as users have it) read exactly as their plain files."""
+    import gzip
+
+    from distill.data import load_texts
+
+    texts = [f"sentence {i} with caf\u00e9 and \u00fcml\u00e4uts" for i in range(50)]
+    (tmp_path / "c.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+    (tmp_path / "c.txt").write_text("".join(t + "\n" for t in texts), encoding="utf-8")
+    for name in ("c.jsonl", "c.txt"):
+        with gzip.open(tmp_path / (name + ".gz"), "wb") as f:
+            f.write((tmp_path / name).read_bytes())
+    got = {}
+    for name in ("c.jsonl", "c.jsonl.gz", "c.txt", "c.txt.gz"):
+        got[name] = load_texts(DataSection(path=str(tmp_path / name), task="texts", text_fields=["text"],
+                                           max_pairs=40)).texts
+    assert got["c.jsonl"] == texts[:40]  # max_pairs: the first N records
+    assert got["c.jsonl.gz"] == got["c.txt.gz"] == got["c.txt"] == got["c.jsonl"]
+    # A bad line inside a .gz is FILE:LINE like any other.
+    with gzip.open(tmp_path / "bad.jsonl.gz", "wt", encoding="utf-8") as f:
+        f.write(json.dumps({"text": "fine"}) + "\n" + "{not json\n")
+    with pytest.raises(DataError, match=r"bad\.jsonl\.gz:2"):
+        load_texts(DataSection(path=str(tmp_path / "bad.jsonl.gz"), task="texts", text_fields=["text"]))

@@ -274,3 +274,61 @@ def test_row_view_reads_rows_without_loading_the_store(enc, tmp_path):
     np.testing.assert_array_equal(sub.tensor().numpy(), full[idx])
     assert torch.equal(torch.as_tensor(np.asarray(view.select([2]))), torch.from_numpy(full[[2]]))
     assert os.path.getsize(next(iter(view.shards_dir.iterdir())) / "emb.npy") < full.nbytes
+
+
+FILL_SCRIPT = """
+import json, sys, time
+import teachers.store as store_mod
+from teachers import TargetStore, TeacherSpec, build_targets
+spec = TeacherSpec(**json.loads(sys.argv[1]))
+texts = json.loads(sys.argv[3])
+if sys.argv[4] == "slow":  # a pause after every shard, so the test can kill the fill between shards
+    write = store_mod.Space.write_shard
+    def slow_write(self, *a, **kw):
+        out = write(self, *a, **kw)
+        time.sleep(0.3)
+        return out
+    store_mod.Space.write_shard = slow_write
+stats = {}
+build_targets([spec], {"text": texts}, TargetStore(sys.argv[2], shard_rows=8), progress=False, stats=stats)
+print(json.dumps(stats["embedded_rows"]))
+"""
+
+
+@pytest.mark.slow
+def test_a_sigkilled_fill_resumes_with_only_the_missing_rows_and_bit_identical(enc, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root), OMP_NUM_THREADS="1")
+    texts = CORPUS  # 52 texts: 7 shards of 8
+    args = [json.dumps(enc.to_dict()), None, json.dumps(texts)]
+
+    def fill(store, mode, **kw):
+        a = list(args)
+        a[1] = str(store)
+        return subprocess.Popen([sys.executable, "-c", FILL_SCRIPT, *a, mode], env=env, cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+    store = TargetStore(tmp_path / "killed")
+    p = fill(tmp_path / "killed", "slow")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and p.poll() is None and len(shard_dirs(store) if store.root.is_dir() else []) < 3:
+        time.sleep(0.05)
+    assert p.poll() is None, "the fill finished before it could be killed"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    done = len(shard_dirs(store))
+    assert 3 <= done < 7
+    again = fill(tmp_path / "killed", "fast")
+    out, err = again.communicate(timeout=240)
+    assert again.returncode == 0, err[-3000:]
+    assert json.loads(out.strip().splitlines()[-1])["enc"] == len(texts) - 8 * done  # only the missing rows
+    a, _ = embed_texts(enc, TargetStore(tmp_path / "killed", shard_rows=8), texts)
+    b, _ = embed_texts(enc, TargetStore(tmp_path / "ref", shard_rows=8), texts)
+    assert np.array_equal(np.asarray(a), np.asarray(b))  # bit for bit
+    assert not [p for p in (tmp_path / "killed").rglob(".tmp-*")]  # the killed writer's temporary is gone

@@ -20,6 +20,7 @@ settings than the page shows.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import re
@@ -85,12 +86,19 @@ TESTED = [b for b in ALL if b.kind is not None]
 OWN_FILE_SECTIONS = ("## Quickstart 3",)
 
 
+@functools.cache
+def _headings(page: Path) -> list[tuple[int, str]]:
+    """(1-based line, text) of every ``## `` heading of a page (read once per page)."""
+    return [(i, line) for i, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1)
+            if line.startswith("## ")]
+
+
 def section(block: Block) -> str:
     """The ``## `` heading a block sits under."""
     heading = ""
-    for line in block.page.read_text(encoding="utf-8").splitlines()[: block.line]:
-        if line.startswith("## "):
-            heading = line
+    for line, text in _headings(block.page):
+        if line <= block.line:
+            heading = text
     return heading
 
 

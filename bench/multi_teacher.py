@@ -27,7 +27,9 @@ Reported (mean ± 95% Student-t interval over the seeds, bench/stats.py):
 the same variant reading the first input.
 
     python bench/multi_teacher.py                   # from the repository root: the demo as configured
-    python bench/multi_teacher.py --seeds 0 1 2 --sts-pairs 2000 --set loss.standardize=true
+    python bench/multi_teacher.py --seeds 0 1 2 --sts-pairs 2000 --set loss.target_norm=phis
+    # (phis replaces the retired loss.standardize=true, issue #22: the same mse / smooth_l1 on
+    # (x − μ)/σ, but unlike it also centres the cosine / InfoNCE terms, so it is not identical)
     # the recorded runs from before the demo's kernel skip (README "Does a second teacher help?"):
     python bench/multi_teacher.py --inputs minilm --norms none center \
         --set "student.kernel_skip.teachers=[]" --out bench/results/multi_teacher_norm.json

@@ -36,7 +36,8 @@ DATA_FORMATS = ("auto", "jsonl", "json", "csv", "parquet", "dataset")
 # Keys retired in issue #22 (no shipped config or benchmark row rested on them): key path ->
 # (the value that meant "off", what to do instead). A config holding the "off" value (a run
 # directory's saved config.yaml from before) loads with the key dropped; any other value stops the
-# run naming the key.
+# run naming the key. (loss.standardize, folded into loss.target_norm, has its own rule:
+# ``_drop_standardize``.)
 RETIRED_KEYS = {
     "student.head_hidden": (0, "every teacher head is linear; remove the key"),
     "loss.teacher_drop": (0.0, "it helped nowhere it was measured; remove the key"),
@@ -59,8 +60,32 @@ def _parent(data: dict, key: str) -> tuple[dict | None, str]:
     return (node if isinstance(node, dict) else None), name
 
 
+STANDARDIZE_FOLDED = (
+    "folded into loss.target_norm (issue #22); `target_norm: phis` computes mse/smooth_l1 on (x − μ)/σ "
+    "as `standardize: true` did, and also computes the cosine/InfoNCE terms on centred vectors; "
+    "remove the key")
+
+
+def _drop_standardize(loss: Any) -> None:
+    """``loss.standardize`` (issue #22): dropped where it had no effect, ``ConfigError`` otherwise.
+
+    Its old default was true, so every saved run config holds it. It only ever acted with
+    target_norm none, on an mse / smooth_l1 term of weight > 0 (``loss`` is the merged section a
+    stage runs with, so a stage's own terms are what count)."""
+    if not isinstance(loss, dict) or "standardize" not in loss:
+        return
+    terms = loss.get("terms")  # absent: the schema default, which holds neither mse nor smooth_l1
+    acted = isinstance(terms, dict) and any(
+        isinstance(terms.get(n), (int, float)) and not isinstance(terms[n], bool) and terms[n] > 0
+        for n in ("mse", "smooth_l1"))
+    if acted and loss["standardize"] is not False and loss.get("target_norm", "none") == "none":
+        raise ConfigError("loss.standardize", STANDARDIZE_FOLDED)
+    del loss["standardize"]
+
+
 def drop_retired(data: dict) -> None:
     """Remove retired keys holding their "off" value; ``ConfigError`` naming any other use."""
+    _drop_standardize(data.get("loss"))
     for key, (off, instead) in RETIRED_KEYS.items():
         node, name = _parent(data, key)
         if node is not None and name in node:

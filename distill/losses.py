@@ -15,7 +15,6 @@ Nothing here knows about processes: anything distributed is injected (``reduce_m
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -23,8 +22,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-
-log = logging.getLogger(__name__)
 
 # loss.target_norm: the per-teacher space every loss term is computed in (see ``normalise_targets``).
 TARGET_NORMS = ("none", "center", "phis", "standardize")
@@ -37,16 +34,14 @@ class LossConfig:
     terms: dict[str, float] = field(default_factory=lambda: {"cosine": 1.0, "infonce": 0.25})
     # InfoNCE temperature.
     temperature: float = 0.05
-    # Standardise targets per teacher (mean/std over the training split) for mse / smooth_l1.
-    standardize: bool = True
     # How teachers are combined (a name in WEIGHTING_FNS): the configured weights. (uncertainty
     # and inverse_loss were retired in issue #22: no result moved with them.)
     weighting: str = "fixed"
     # The space EVERY term (cosine, infonce, relational, mse, ...) is computed in, per teacher k,
     # with the training answers' statistics, prediction and target mapped alike (predictions
-    # themselves stay in the raw teacher space): none (raw; today's behaviour) | center (x − μ_k)
-    # | phis (PHI-S: (x − μ_k) / σ_k, one scalar σ_k) | standardize ((x − μ_k) / σ_k per dimension).
-    # Not none: it replaces `standardize` (mse / smooth_l1 are not standardised a second time).
+    # themselves stay in the raw teacher space): none (raw) | center (x − μ_k) | phis (PHI-S:
+    # (x − μ_k) / σ_k, one scalar σ_k) | standardize ((x − μ_k) / σ_k per dimension). (Issue #22
+    # folded the old `standardize: true`, mse / smooth_l1 alone on (x − μ_k) / σ_k, into phis.)
     target_norm: str = "none"
 
     def __post_init__(self) -> None:
@@ -136,7 +131,6 @@ class LossContext:
     """
 
     temperature: float = 0.05
-    standardize: bool = True
     stats: TargetStats | None = None
     reduction: Literal["mean", "none"] = "mean"
 
@@ -168,27 +162,19 @@ def target_stats_per_dim(cfg: LossConfig) -> bool:
     return cfg.target_norm == "standardize"
 
 
-def _standardize(x: Tensor, ctx: LossContext) -> Tensor:
-    if not ctx.standardize or ctx.stats is None:
-        return x
-    return (x - ctx.stats.mean) / ctx.stats.std
-
-
 def cosine_loss(pred: Tensor, target: Tensor, ctx: LossContext) -> Tensor:
-    """mean_i (1 − cos(pred_i, target_i)); pred, target: (B, d). Scale-free, so never standardised."""
+    """mean_i (1 − cos(pred_i, target_i)); pred, target: (B, d). Scale-free (phis equals center for it)."""
     return _reduce(1.0 - F.cosine_similarity(pred, target, dim=-1, eps=1e-8), ctx)
 
 
 def mse_loss(pred: Tensor, target: Tensor, ctx: LossContext) -> Tensor:
-    """Mean squared error over (B, d) after mapping both sides by (x − mean_k) / std_k."""
-    p, t = _standardize(pred, ctx), _standardize(target, ctx)
-    return _reduce((p - t).pow(2).mean(-1), ctx)
+    """Mean squared error over (B, d), in the space pred and target come in (``loss.target_norm``)."""
+    return _reduce((pred - target).pow(2).mean(-1), ctx)
 
 
 def smooth_l1_loss(pred: Tensor, target: Tensor, ctx: LossContext) -> Tensor:
-    """Smooth-L1 (Huber, beta = 1 in standardised units) over (B, d) on standardised pred and target."""
-    p, t = _standardize(pred, ctx), _standardize(target, ctx)
-    return _reduce(F.smooth_l1_loss(p, t, reduction="none", beta=1.0).mean(-1), ctx)
+    """Smooth-L1 (Huber, beta = 1 in the units pred and target come in: σ_k with phis) over (B, d)."""
+    return _reduce(F.smooth_l1_loss(pred, target, reduction="none", beta=1.0).mean(-1), ctx)
 
 
 def infonce_loss(pred: Tensor, target: Tensor, ctx: LossContext) -> Tensor:
@@ -317,10 +303,6 @@ class MultiTeacherLoss(nn.Module):
             if cfg.target_norm == "standardize" and flat:
                 raise ValueError(f"target_norm=standardize: teacher(s) {', '.join(flat)} have a scalar std; "
                                  "compute their stats with per_dim=True")
-        elif cfg.standardize and ({"mse", "smooth_l1"} & set(self.terms)):
-            for n in self.teacher_names:
-                if n not in stats:
-                    log.warning("loss: no target stats for teacher %r; its mse/smooth_l1 are not standardised", n)
         # Teacher names may contain '.', which buffer names may not: index by position. The
         # stats are non-persistent buffers so .to(device) moves them but checkpoints do not hold
         # them (they are recomputed from the training split).
@@ -341,13 +323,12 @@ class MultiTeacherLoss(nn.Module):
         """L_k (scalar), its terms {term: scalar}, and the per-example L_k (B,) if asked.
 
         With ``target_norm`` set, pred and target are first mapped into the teacher's normalised
-        space and every term is computed there (mse / smooth_l1 are then not standardised again).
+        space and every term is computed there.
         """
         norm, st = self.cfg.target_norm, self._stats(i)
         if norm != "none":
             pred, target = normalise_targets(pred, st, norm), normalise_targets(target, st, norm)
-        ctx = LossContext(temperature=self.cfg.temperature, standardize=self.cfg.standardize and norm == "none",
-                          stats=st, reduction="none")
+        ctx = LossContext(temperature=self.cfg.temperature, stats=st, reduction="none")
         terms, total, per_ex = {}, 0.0, None
         for name, lam in self.terms.items():
             # Per-example values, whose mean is the term: one computation serves both.

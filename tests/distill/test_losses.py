@@ -31,7 +31,7 @@ def test_config_validates_against_the_live_registries(monkeypatch):
         LossConfig(weighting="mine")
     monkeypatch.setitem(LOSS_FNS, "mine", LOSS_FNS["mse"])
     monkeypatch.setitem(WEIGHTING_FNS, "mine", WEIGHTING_FNS["fixed"])
-    cfg = LossConfig(terms={"mine": 1.0}, weighting="mine", standardize=False)
+    cfg = LossConfig(terms={"mine": 1.0}, weighting="mine")
     preds, targets = {"a": t([[1.0, 0.0]])}, {"a": t([[0.0, 1.0]])}
     out = MultiTeacherLoss(cfg, ["a"], {"a": 1.0})(preds, targets)
     assert out.total.item() == pytest.approx(1.0)  # mse of (1, -1) = 1
@@ -48,25 +48,30 @@ def test_cosine_term():
     assert per.tolist() == pytest.approx([0.04, 1.0], abs=1e-6)
 
 
-def test_mse_standardised_scalar_and_per_dim_and_raw():
+def test_mse_in_the_target_norm_space_scalar_and_per_dim_and_raw():
     pred, target = t([[3, 4]]), t([[1, 0]])
-    raw = LOSS_FNS["mse"](pred, target, LossContext(standardize=True, stats=None))
-    assert raw.item() == pytest.approx((4 + 16) / 2)  # no stats: identity
     scalar = TargetStats(mean=t([1, 2]), std=t(2.0))
-    # pred -> (2/2, 2/2) = (1, 1); target -> (0, -1); squared diffs 1, 4.
-    assert LOSS_FNS["mse"](pred, target, LossContext(stats=scalar)).item() == pytest.approx(2.5)
     per_dim = TargetStats(mean=t([1, 2]), std=t([1, 2]))
-    # pred -> (2, 1); target -> (0, -1); squared diffs 4, 4.
-    assert LOSS_FNS["mse"](pred, target, LossContext(stats=per_dim)).item() == pytest.approx(4.0)
-    off = LOSS_FNS["mse"](pred, target, LossContext(standardize=False, stats=per_dim))
-    assert off.item() == pytest.approx(10.0)
+    # The term itself is the raw mse: stats in its context do not rescale it (issue #22 folded the
+    # old loss.standardize into loss.target_norm, which maps pred and target before every term).
+    assert LOSS_FNS["mse"](pred, target, LossContext(stats=scalar)).item() == pytest.approx((4 + 16) / 2)
+    assert one_teacher_loss({"mse": 1.0}, "none", scalar, pred, target) == pytest.approx(10.0)
+    # phis: pred -> (2/2, 2/2) = (1, 1); target -> (0, -1); squared diffs 1, 4.
+    assert one_teacher_loss({"mse": 1.0}, "phis", scalar, pred, target) == pytest.approx(2.5)
+    # standardize: pred -> (2, 1); target -> (0, -1); squared diffs 4, 4.
+    assert one_teacher_loss({"mse": 1.0}, "standardize", per_dim, pred, target) == pytest.approx(4.0)
 
 
-def test_smooth_l1_standardised():
+def test_smooth_l1_raw_and_phis():
     stats = TargetStats(mean=t([0, 0]), std=t(2.0))
-    # standardised diffs 0.5 (quadratic: 0.5·0.25) and 2 (linear: 2 − 0.5).
-    v = LOSS_FNS["smooth_l1"](t([[2, 6]]), t([[1, 2]]), LossContext(stats=stats))
-    assert v.item() == pytest.approx((0.125 + 1.5) / 2)
+    pred, target = t([[2, 6]]), t([[1, 2]])
+    # raw diffs 1 (quadratic: 0.5·1) and 4 (linear: 4 − 0.5).
+    raw = LOSS_FNS["smooth_l1"](pred, target, LossContext(stats=stats))
+    assert raw.item() == pytest.approx((0.5 + 3.5) / 2)
+    assert one_teacher_loss({"smooth_l1": 1.0}, "none", stats, pred, target) == pytest.approx(2.0)
+    # phis: diffs 0.5 (quadratic: 0.5·0.25) and 2 (linear: 2 − 0.5): beta = 1 in units of σ.
+    phis = one_teacher_loss({"smooth_l1": 1.0}, "phis", stats, pred, target)
+    assert phis == pytest.approx((0.125 + 1.5) / 2)
 
 
 def test_infonce_term():
@@ -116,13 +121,14 @@ def test_standardisation_equalises_a_scaled_teacher():
     g = torch.Generator().manual_seed(0)
     targets = torch.randn(64, 8, generator=g)
     preds = targets + 0.3 * torch.randn(64, 8, generator=g)
-    cfg = LossConfig(terms={"mse": 1.0})
+    cfg = LossConfig(terms={"mse": 1.0}, target_norm="phis")
     stats = {"small": compute_target_stats(targets), "big": compute_target_stats(100 * targets + 7)}
     loss = MultiTeacherLoss(cfg, ["small", "big"], {"small": 1.0, "big": 1.0}, stats=stats)
     out = loss({"small": preds, "big": 100 * preds + 7}, {"small": targets, "big": 100 * targets + 7})
     assert out.per_teacher["big"] == pytest.approx(out.per_teacher["small"], rel=1e-4)
-    raw = MultiTeacherLoss(LossConfig(terms={"mse": 1.0}, standardize=False), ["small", "big"],
-                           {"small": 1.0, "big": 1.0})
+    # target_norm none: the raw mse, although the stats are there.
+    raw = MultiTeacherLoss(LossConfig(terms={"mse": 1.0}), ["small", "big"], {"small": 1.0, "big": 1.0},
+                           stats=stats)
     out = raw({"small": preds, "big": 100 * preds + 7}, {"small": targets, "big": 100 * targets + 7})
     assert out.per_teacher["big"] / out.per_teacher["small"] == pytest.approx(1e4, rel=1e-3)
 
@@ -143,7 +149,7 @@ def two_teachers():
 
 def test_fixed_weights_and_terms_combine_as_configured():
     preds, targets, la, lb = two_teachers()
-    cfg = LossConfig(terms={"cosine": 1.0, "mse": 2.0}, standardize=False)
+    cfg = LossConfig(terms={"cosine": 1.0, "mse": 2.0})
     loss = MultiTeacherLoss(cfg, ["a", "b.x"], {"a": 3.0, "b.x": 1.0})
     out = loss(preds, targets)
     assert out.per_teacher == pytest.approx({"a": la, "b.x": lb}, rel=1e-5)
@@ -159,8 +165,8 @@ def test_ramp_zero_removes_a_teacher():
     preds, targets, la, lb = two_teachers()
     preds = {k: v.clone().requires_grad_() for k, v in preds.items()}
     targets = dict(targets, **{"b.x": torch.full((2, 3), float("nan"))})
-    loss = MultiTeacherLoss(LossConfig(terms={"cosine": 1.0, "mse": 2.0}, standardize=False),
-                            ["a", "b.x"], {"a": 1.0, "b.x": 1.0})
+    loss = MultiTeacherLoss(LossConfig(terms={"cosine": 1.0, "mse": 2.0}), ["a", "b.x"],
+                            {"a": 1.0, "b.x": 1.0})
     out = loss(preds, targets, ramp={"b.x": 0.0}, per_example=True)
     assert out.weights == {"a": 1.0, "b.x": 0.0}
     assert out.total.item() == pytest.approx(la, rel=1e-5)  # b's NaN does not leak in
@@ -242,14 +248,15 @@ def test_target_norm_standardize_rescales_each_dimension():
                          stats={"a": TargetStats(mean=t([0.0, 0.0]), std=t(1.0))})
 
 
-def test_target_norm_mse_is_not_standardised_twice():
+def test_target_norm_mse_center_phis_none():
     stats = TargetStats(mean=t([1.0, 2.0]), std=t(2.0))
     pred, target = t([[3.0, 4.0]]), t([[1.0, 0.0]])
-    # centre: the mean cancels in a difference: raw mse (4 + 16)/2 = 10, although standardize=True.
-    assert one_teacher_loss({"mse": 1.0}, "center", stats, pred, target, standardize=True) == pytest.approx(10.0)
-    # phis: diffs (2, 4)/2 -> mse (1 + 4)/2 = 2.5 (what standardize=True gives with target_norm none).
+    # centre: the mean cancels in a difference: raw mse (4 + 16)/2 = 10.
+    assert one_teacher_loss({"mse": 1.0}, "center", stats, pred, target) == pytest.approx(10.0)
+    # phis: diffs (2, 4)/2 -> mse (1 + 4)/2 = 2.5 (what the retired loss.standardize=true gave with none).
     assert one_teacher_loss({"mse": 1.0}, "phis", stats, pred, target) == pytest.approx(2.5)
-    assert one_teacher_loss({"mse": 1.0}, "none", stats, pred, target, standardize=True) == pytest.approx(2.5)
+    # none: the raw mse, with the stats at hand (issue #22: no standardisation of its own any more).
+    assert one_teacher_loss({"mse": 1.0}, "none", stats, pred, target) == pytest.approx(10.0)
 
 
 def test_target_norm_applies_to_infonce_and_relational():
@@ -282,6 +289,9 @@ def test_target_norm_none_is_the_raw_loss_and_other_modes_need_stats():
     default = MultiTeacherLoss(LossConfig(terms=terms), ["a"], {"a": 1.0}, stats={"a": stats})
     none = MultiTeacherLoss(LossConfig(terms=terms, target_norm="none"), ["a"], {"a": 1.0}, stats={"a": stats})
     assert none({"a": pred}, {"a": target}).total.item() == default({"a": pred}, {"a": target}).total.item()
+    # ... and it is every term on the raw vectors, the stats unused (mse included).
+    raw = sum(w * LOSS_FNS[n](pred, target, LossContext()).item() for n, w in terms.items())
+    assert none({"a": pred}, {"a": target}).total.item() == pytest.approx(raw, rel=1e-5)
     with pytest.raises(ValueError, match="target_norm=center: no target stats for teacher.s. b"):
         MultiTeacherLoss(LossConfig(target_norm="center"), ["a", "b"], {"a": 1.0, "b": 1.0}, stats={"a": stats})
     with pytest.raises(ValueError, match="target_norm: 'zscore' is not one of none, center, phis, standardize"):

@@ -43,11 +43,14 @@ RETIRED_KEYS = {
     "loss.teacher_drop": (0.0, "it helped nowhere it was measured; remove the key"),
     "loss.ema": (0.9, "it only served loss.weighting=inverse_loss (retired); remove the key"),
     "curriculum.teacher_ramp": ({}, "give the teacher a smaller teachers[i].weight instead; remove the key"),
+    "curriculum.num_stages": (4, "it only served curriculum.pacing=step (retired); remove the key"),
 }
 RETIRED_VALUES = {
     ("student.lattice.readout", "occupied_mean"): "one seed, no gain; use flatten (the default) or mean",
     ("loss.weighting", "uncertainty"): "nothing moved with it; use loss.weighting=fixed and teachers[i].weight",
     ("loss.weighting", "inverse_loss"): "nothing moved with it; use loss.weighting=fixed and teachers[i].weight",
+    ("curriculum.pacing", "geometric"): "no result rested on it; use linear or root",
+    ("curriculum.pacing", "step"): "no result rested on it; use linear or root",
 }
 
 

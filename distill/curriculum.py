@@ -41,8 +41,6 @@ class CurriculumConfig:
     start_fraction: float = 0.3
     # Fraction of the total steps after which c(t) = 1 (all data).
     ramp_fraction: float = 0.5
-    # Number of stages for the "step" pacing.
-    num_stages: int = 4
 
     def __post_init__(self) -> None:
         # Validated against the live registries (defined below): adding one is one function + one line.
@@ -54,8 +52,6 @@ class CurriculumConfig:
             raise ValueError(f"start_fraction: must be in (0, 1], got {self.start_fraction!r}")
         if not 0.0 < self.ramp_fraction <= 1.0:
             raise ValueError(f"ramp_fraction: must be in (0, 1], got {self.ramp_fraction!r}")
-        if not isinstance(self.num_stages, int) or self.num_stages < 1:
-            raise ValueError(f"num_stages: must be a positive integer, got {self.num_stages!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -209,23 +205,6 @@ def pace_root(step: int, total_steps: int, cfg: CurriculumConfig) -> float:
     return min(1.0, math.sqrt(_progress(step, total_steps, cfg) * (1.0 - c0 * c0) + c0 * c0))
 
 
-def pace_geometric(step: int, total_steps: int, cfg: CurriculumConfig) -> float:
-    """2^(log2 c0 − log2 c0 · t / T_ramp) = c0^(1 − t / T_ramp): the pool grows by a constant factor."""
-    c0 = cfg.start_fraction
-    return min(1.0, 2.0 ** (math.log2(c0) * (1.0 - _progress(step, total_steps, cfg))))
-
-
-def pace_step(step: int, total_steps: int, cfg: CurriculumConfig) -> float:
-    """num_stages equal plateaus over [0, T_ramp): c0 + (1 − c0) · s / num_stages in stage s; 1 from T_ramp."""
-    c0, k = cfg.start_fraction, cfg.num_stages
-    t_ramp = _t_ramp(total_steps, cfg)
-    if t_ramp <= 0 or step >= t_ramp:
-        return 1.0
-    # t·k / T_ramp in one division: (t / T_ramp)·k can land just below a whole stage number.
-    stage = math.floor(max(step, 0) * k / t_ramp)
-    return c0 + (1.0 - c0) * stage / k
-
-
 PacingFn = Callable[[int, int, CurriculumConfig], float]
 
 # Registry: config name -> c(step, total_steps, cfg) in (0, 1]. To add one: write the function,
@@ -234,8 +213,6 @@ PACING_FNS: dict[str, PacingFn] = {
     "none": pace_none,
     "linear": pace_linear,
     "root": pace_root,
-    "geometric": pace_geometric,
-    "step": pace_step,
 }
 
 

@@ -35,36 +35,23 @@ def test_config_validates_against_the_live_registries(monkeypatch):
 PACING_CASES = {
     "linear": {0: 0.3, 10: 0.3 + 0.7 * 0.2, 25: 0.65, 49: 0.3 + 0.7 * 49 / 50, 50: 1.0, 99: 1.0},
     "root": {0: 0.3, 10: math.sqrt(0.2 * 0.91 + 0.09), 25: math.sqrt(0.545), 50: 1.0, 80: 1.0},
-    "geometric": {0: 0.3, 10: 0.3 ** 0.8, 25: 0.3 ** 0.5, 50: 1.0, 70: 1.0},
-    # 4 stages of 12.5 steps: 0.3, 0.475, 0.65, 0.825, then 1.
-    "step": {0: 0.3, 12: 0.3, 13: 0.475, 25: 0.65, 37: 0.65, 38: 0.825, 49: 0.825, 50: 1.0, 99: 1.0},
     "none": {0: 1.0, 30: 1.0, 99: 1.0},
 }
 
 
 @pytest.mark.parametrize("pacing", sorted(PACING_CASES))
 def test_pacing_values(pacing):
-    cfg = CurriculumConfig(pacing=pacing, start_fraction=0.3, ramp_fraction=0.5, num_stages=4)
+    cfg = CurriculumConfig(pacing=pacing, start_fraction=0.3, ramp_fraction=0.5)
     for step, expected in PACING_CASES[pacing].items():
         assert PACING_FNS[pacing](step, 100, cfg) == pytest.approx(expected, abs=1e-12), step
 
 
-def test_pacing_is_exact_at_stage_and_ramp_boundaries():
-    # T_ramp = 0.28 · 100 = 28 (28.000000000000004 in floating point): stage 1 at 14, 1 at 28.
-    cfg = CurriculumConfig(pacing="step", start_fraction=0.5, ramp_fraction=0.28, num_stages=2)
-    assert [PACING_FNS["step"](s, 100, cfg) for s in (13, 14, 27, 28)] == [0.5, 0.75, 0.75, 1.0]
-    for name in ("linear", "root", "geometric"):
-        assert PACING_FNS[name](28, 100, CurriculumConfig(pacing=name, ramp_fraction=0.28)) == 1.0
-    # T_ramp = 0.49 · 20 = 9.8, 7 stages of 1.4 steps: t = 7 starts stage 5 exactly, although
-    # (7 / 9.8) · 7 is 4.999999999999999 in floating point.
-    cfg = CurriculumConfig(pacing="step", start_fraction=0.3, ramp_fraction=0.49, num_stages=7)
-    assert [PACING_FNS["step"](t, 20, cfg) for t in (0, 1, 2, 6, 7, 9, 10)] == pytest.approx(
-        [0.3, 0.3, 0.4, 0.7, 0.8, 0.9, 1.0], abs=1e-12)
-
-
-def test_step_pacing_with_one_stage():
-    cfg = CurriculumConfig(pacing="step", start_fraction=0.2, ramp_fraction=1.0, num_stages=1)
-    assert [PACING_FNS["step"](s, 10, cfg) for s in (0, 9, 10)] == [0.2, 0.2, 1.0]
+def test_pacing_reaches_1_exactly_at_the_ramp_end():
+    # T_ramp = 0.28 · 100 = 28 (28.000000000000004 in floating point): all data from step 28 on.
+    for name in ("linear", "root"):
+        cfg = CurriculumConfig(pacing=name, start_fraction=0.5, ramp_fraction=0.28)
+        assert PACING_FNS[name](27, 100, cfg) < 1.0
+        assert PACING_FNS[name](28, 100, cfg) == 1.0
 
 
 # --- difficulty ------------------------------------------------------------------------------------
@@ -141,9 +128,11 @@ def test_sampler_draws_only_from_the_easiest_fraction():
     assert all(x <= y for x, y in zip(thresholds, thresholds[1:]))
 
 
-def test_the_pool_grows_to_the_whole_set():
+def test_the_pool_grows_to_the_whole_set(monkeypatch):
+    # Two plateaus and then everything (a registered pacing: the registry is the extension point).
+    monkeypatch.setitem(PACING_FNS, "plateaus", lambda t, total, cfg: 0.25 if t < 100 else 0.625 if t < 200 else 1.0)
     diff = shuffled_difficulty(20)
-    cfg = CurriculumConfig(pacing="step", start_fraction=0.25, ramp_fraction=0.5, num_stages=2)
+    cfg = CurriculumConfig(pacing="plateaus")
     s = CurriculumSampler(diff, cfg, total_steps=400, global_batch_size=5, seed=0)
     seen_early = {i for _ in range(100) for i in s.next_batch().tolist()}  # c = 0.25: the 5 easiest
     assert seen_early == set(np.flatnonzero(diff < 5).tolist())
@@ -177,8 +166,15 @@ def test_ranks_take_disjoint_slices_of_the_same_global_batch():
         CurriculumSampler(diff, cfg, total_steps=30, global_batch_size=5, seed=11, rank=0, world_size=2)
 
 
-def test_ties_are_broken_by_the_seed_not_by_row_order():
-    cfg = CurriculumConfig(difficulty="none", pacing="step", start_fraction=0.1, ramp_fraction=1.0, num_stages=1)
+@pytest.fixture
+def hold(monkeypatch):
+    """A registered pacing that keeps c = start_fraction for the whole run."""
+    monkeypatch.setitem(PACING_FNS, "hold", lambda t, total, cfg: cfg.start_fraction)
+    return "hold"
+
+
+def test_ties_are_broken_by_the_seed_not_by_row_order(hold):
+    cfg = CurriculumConfig(difficulty="none", pacing=hold, start_fraction=0.1)
     pools = []
     for seed in (0, 0, 1):
         s = CurriculumSampler(np.zeros(100), cfg, total_steps=10**6, global_batch_size=10, seed=seed)
@@ -189,7 +185,7 @@ def test_ties_are_broken_by_the_seed_not_by_row_order():
 
 def test_state_dict_resumes_the_same_sequence():
     diff = shuffled_difficulty(30)
-    cfg = CurriculumConfig(pacing="geometric", start_fraction=0.2, ramp_fraction=0.5)
+    cfg = CurriculumConfig(pacing="root", start_fraction=0.2, ramp_fraction=0.5)
     a = CurriculumSampler(diff, cfg, total_steps=20, global_batch_size=4, seed=5)
     for _ in range(7):
         a.next_batch()
@@ -202,13 +198,12 @@ def test_state_dict_resumes_the_same_sequence():
 
 
 def student_loss_sampler(**kw):
-    # c stays 0.5 for the whole test: one stage that lasts a million steps.
-    cfg = CurriculumConfig(difficulty="student_loss", pacing="step", start_fraction=0.5, ramp_fraction=1.0,
-                           num_stages=1)
+    # c stays 0.5 for the whole test (the `hold` pacing).
+    cfg = CurriculumConfig(difficulty="student_loss", pacing="hold", start_fraction=0.5)
     return CurriculumSampler(np.zeros(10), cfg, total_steps=10**6, global_batch_size=5, seed=2, **kw)
 
 
-def test_student_loss_moves_hard_examples_out_of_the_pool():
+def test_student_loss_moves_hard_examples_out_of_the_pool(hold):
     s = student_loss_sampler()
     s.update_losses(np.arange(5), np.full(5, 5.0))  # 0..4 hard, 5..9 unseen (= easiest)
     assert sorted(s.next_batch().tolist()) == [5, 6, 7, 8, 9]
@@ -222,7 +217,7 @@ def test_student_loss_moves_hard_examples_out_of_the_pool():
         fixed.update_losses([0], [1.0])
 
 
-def test_student_loss_resort_every_and_resume():
+def test_student_loss_resort_every_and_resume(hold):
     s = student_loss_sampler(resort_every=3)
     s.update_losses(np.arange(5), np.full(5, 5.0))
     assert sorted(s.next_batch().tolist()) == [5, 6, 7, 8, 9]  # step 0: the first update re-sorts

@@ -35,3 +35,22 @@ run sc-10k 10000 $lattice
 run sc-100k 100000 $lattice
 run sc-300k 300000 $lattice
 run sc-100k-static 100000 $static
+
+# What the anchors say matters at scale, each against st-300k-ep (seed 0, same data and schedule):
+run st-300k-2ep 300000 $static $(pass 4688)                          # two passes
+run st-300k-rel 300000 $static $(pass 2344) loss.terms.relational=10 # + in-batch similarity-matrix term
+run st-300k-w384 300000 $static $(pass 2344) student.token_dim=384   # token width 384 (MiniLM's own; 512 > its 384 cannot be PCA'd)
+run st-300k-center 300000 $static $(pass 2344) loss.target_norm=center
+
+# A second teacher (all-mpnet-base-v2; `make mpnet` first): 20k corpus sentences, 600 corpus steps,
+# MiniLM alone, MiniLM + MPNet, MPNet alone. MPNet embeds ~10 rows/s on one busy core: fill first.
+MP=$ROOT/configs/experiments/standalone_corpus_mpnet.yaml
+distill embed "$MP" --set "${common[@]}" stages[0].data.max_pairs=20000
+mp() {  # mp NAME CONFIG [overrides...]
+  local name=$1 cfg=$2; shift 2
+  distill train "$cfg" --resume --set "${common[@]}" run.name="$name" stages[0].data.max_pairs=20000 $static $(pass 600) "$@"
+}
+mp one-20k "$CFG"
+mp two-20k "$MP"
+mp mp-20k "$CFG" "teachers=[{name: mpnet, preset: mpnet, max_length: 128}]"
+mp two-20k-center "$MP" loss.target_norm=center

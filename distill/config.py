@@ -550,6 +550,7 @@ def check_cross_section(cfg: Config, config_dir: Path | None) -> None:
             "use none, length or student_loss",
         )
     check_input_face(cfg)
+    check_token_table_width(cfg)
     if cfg.train.eval_every > cfg.train.max_steps and cfg.train.early_stopping_patience:
         raise ConfigError("train.early_stopping_patience", "needs eval_every <= max_steps to ever evaluate")
 
@@ -608,6 +609,28 @@ def check_input_face(cfg: Config) -> None:
     except ValueError as err:
         msg = str(err).partition(": ")[2] or str(err)
         raise ConfigError("student.lattice", f"input face too small: {msg} ({what})") from None
+
+
+def check_token_table_width(cfg: Config) -> None:
+    """token_init: teacher PCA's the input teacher's token embeddings, so the table can be at most
+    that teacher's width (known for a teacher in a local directory): caught here, not mid-run."""
+    from distill.students import student_type
+    from teachers import teacher_dim
+
+    if student_type(cfg.student.input).reads_teacher_input or cfg.student.token_init != "teacher":
+        return
+    spec = cfg.input_teacher()
+    width = teacher_dim(spec)
+    if width is None and spec.model.startswith("pkg:") and not spec.model.endswith(".gguf"):
+        # a model shipped in a Python package (the MiniLM preset): its directory's config.json
+        from teachers import resolve_model_source
+
+        width = teacher_dim(replace(spec, model=resolve_model_source(spec.model, teacher=spec.name)))
+    if width is not None and cfg.student.token_dim > width:
+        raise ConfigError("student.token_dim", f"{cfg.student.token_dim} is wider than the input teacher "
+                                               f"'{spec.name}' ({width} dimensions), whose token embeddings "
+                                               f"token_init: teacher reduces by PCA; use at most {width}, "
+                                               "or token_init: random")
 
 
 def check_teacher_source(t: TeacherSpec, path: str) -> None:

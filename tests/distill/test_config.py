@@ -19,6 +19,12 @@ def with_(**sections):
     return d
 
 
+def test_token_table_as_wide_as_the_teacher_or_random_loads():
+    assert load_config(data=with_(student={"input": "tokens", "token_dim": 384})).student.token_dim == 384
+    cfg = load_config(data=with_(student={"input": "tokens", "token_dim": 512, "token_init": "random"}))
+    assert cfg.student.token_dim == 512
+
+
 @pytest.mark.parametrize(
     "data, path, fragment",
     [
@@ -54,6 +60,9 @@ def with_(**sections):
         (with_(curriculum={"pacing": "geometric"}), "curriculum.pacing", "'geometric' is retired"),
         (with_(curriculum={"num_stages": 3}), "curriculum.num_stages", "retired (issue #22)"),
         (with_(student={"lattice": {"readout": "occupied_mean"}}), "student.lattice.readout", "use flatten"),
+        # MiniLM is 384-d: a 512-wide table cannot be its PCA (this stopped a run with a traceback).
+        (with_(student={"input": "tokens", "token_dim": 512}), "student.token_dim",
+         "512 is wider than the input teacher 't' (384 dimensions)"),
         (with_(train={"batch_size": 10, "grad_accum": 3}), "train.batch_size", "divisible"),
         ({"teachers": [{"name": "a", "model": "pkg:x", "preset": "no-such-preset"}]}, "teachers[0].preset",
          "not found"),

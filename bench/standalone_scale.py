@@ -19,7 +19,9 @@ potion-base-8M, in the same process and on the same data:
 4. Order probe: ~1000 STS sentences, two words (whitespace-separated, different) swapped with a
    fixed seed; mean (1 - cos) between a sentence and its swap, and its ratio to MiniLM's. A
    bag-of-tokens model (potion, a static student) scores 0.
-5. texts/s on one thread at batch 256 (1024 STS sentences), median of interleaved rounds.
+5. texts/s (1024 STS sentences), median of interleaved rounds: batch 256 on one thread (the table's
+   column), batch 64 on 2 and on 1 threads, batch 1 on one thread (256 sentences); each also as a
+   multiple of MiniLM's (the JSON's ``speed``).
 6. N, the training-corpus size: ``stages[0].data.max_pairs`` of the run's config when the config
    has stages; a final stage dir's config has none, so the first stage of its ``init_from`` chain
    (``<run>-corpus``) gives ``data.max_pairs`` there.
@@ -28,6 +30,9 @@ potion-base-8M, in the same process and on the same data:
         300k=/work/cache/runs/sc-300k 100k-static=/work/cache/runs/sc-100k-static
         # -> bench/results/standalone_scale.json, docs/img/standalone_scale.png
     python bench/standalone_scale.py --quick --runs ...   # small subsets, smoke test (< 1 min)
+    python bench/standalone_scale.py --runs two=RUN two-mpnet=RUN@mpnet two-joint=RUN@concat
+        # a two-teacher student in its MiniLM space (the default: the input teacher's), its MPNet
+        # head's space, and both concatenated
     python bench/standalone_scale.py --replot bench/results/standalone_scale.json   # PNG only
 """
 
@@ -265,6 +270,12 @@ def _series(students: dict) -> dict[str, dict[int, list[str]]]:
     return out
 
 
+def speed_modes(texts: list[str]) -> dict:
+    """name -> (texts, batch, threads): batch 256 on one thread (the steadiest column on a shared
+    machine), and the issue's batch 64 on 2 threads, batch 64 on 1, and batch 1 (256 texts) on 1."""
+    return {"b256_t1": (texts, 256, 1), "b64_t2": (texts, 64, 2), "b64_t1": (texts, 64, 1), "b1_t1": (texts[:256], 1, 1)}
+
+
 def print_table(results: dict) -> None:
     head = (f"{'model':22s} {'N':>8s} {'STS mean':>9s} {'Dolly sym':>10s} {'q->MiniLM a':>12s} {'asym':>6s} "
             f"{'TREC MAP':>9s} {'TREC MRR':>9s} {'order 1-cos':>12s} {'x MiniLM':>9s} {'texts/s':>9s} {'x MiniLM':>9s}")
@@ -284,23 +295,42 @@ def print_table(results: dict) -> None:
     print("asym: no student has a query/answer space (Encoder.spaces are teacher spaces); see the JSON's notes")
 
 
-def parse_runs(items: list[str]) -> dict[str, Path]:
+def parse_runs(items: list[str]) -> dict[str, tuple[Path, str | None]]:
+    """``NAME=PATH`` or ``NAME=PATH@SPACE`` -> {name: (path, space)}. SPACE is one of the export's
+    teacher spaces (``distill encode --space``), or ``concat``: every space L2-normalised and
+    concatenated, then normalised again (a several-teacher student's joint space)."""
     runs = {}
     for it in items:
         if "=" not in it:
-            raise ValueError(f"--runs {it!r}: expected NAME=PATH")
+            raise ValueError(f"--runs {it!r}: expected NAME=PATH or NAME=PATH@SPACE")
         name, path = it.split("=", 1)
+        path, _, space = path.partition("@")
         if name in runs or name in (MINILM, POTION):
             raise ValueError(f"--runs: name {name!r} given twice or reserved")
         if not Path(path).is_dir():
             raise ValueError(f"--runs {name}: {path} is not a directory")
-        runs[name] = Path(path)
+        runs[name] = (Path(path), space or None)
     return runs
+
+
+def space_encoder(enc, space: str | None):
+    """texts, batch_size -> (N, d) rows of ``enc`` in ``space`` (see :func:`parse_runs`)."""
+    if space is not None and space != "concat" and space not in enc.spaces:
+        raise ValueError(f"space {space!r} is not one of the export's spaces {list(enc.spaces)} or concat")
+    if space != "concat":
+        return lambda t, b=256: enc.encode(list(t), space=space, batch_size=b)
+
+    def joint(t, b=256):
+        t = list(t)
+        return _norm(np.concatenate([enc.encode(t, space=s, batch_size=b) for s in enc.spaces], axis=1))
+
+    return joint
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--runs", nargs="+", metavar="NAME=PATH", help="student dirs or run dirs")
+    ap.add_argument("--runs", nargs="+", metavar="NAME=PATH[@SPACE]",
+                    help="student dirs or run dirs; @SPACE: a teacher space of the export, or concat")
     ap.add_argument("--replot", type=Path, metavar="JSON", help="only redraw the PNG (and the table) from a results JSON")
     ap.add_argument("--quick", action="store_true", help="small subsets, 1 speed round (smoke test)")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved speed rounds")
@@ -335,7 +365,12 @@ def main(argv: list[str] | None = None) -> int:
     if potion is None:
         print("error: potion-base-8M not loadable (model2vec or the anchor files missing)", file=sys.stderr)
         return 2
-    loaded = {name: load_encoder(p, name) for name, p in runs.items()}
+    loaded = {name: load_encoder(p, re.sub(r"[^\w.-]+", "_", name)) for name, (p, _) in runs.items()}
+    try:
+        fns_of = {name: space_encoder(e, runs[name][1]) for name, (e, _) in loaded.items()}
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     encs = {name: e for name, (e, _) in loaded.items()}
 
     def minilm_enc(t):  # cached on disk by the texts (.cache/standalone): a rerun skips MiniLM's encoding
@@ -356,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
             "trec": f"trecqa_dev.jsonl, {len(data.trec)} rows" + (" (--quick: 10 questions)" if args.quick else " (all)"),
             "order_probe": f"{len(data.order)} distinct STS s1 sentences (>= 4 words), random.Random(0) sample, two "
                            "different whitespace-separated words swapped; mean (1 - cos)",
-            "speed": f"{len(data.speed_texts)} STS sentences, batch 256, 1 thread, median of {1 if args.quick else args.rounds} "
+            "speed": f"{len(data.speed_texts)} STS sentences (batch 1: the first 256), modes b256_t1 b64_t2 b64_t1 "
+                     f"b1_t1 (batch, threads), median of {1 if args.quick else args.rounds} "
                      "interleaved rounds (bench.standalone.interleaved_speed)"},
         "notes": {
             "dolly_sym": "each model encodes questions and answers; R@1 of the true answer among all test answers",
@@ -374,12 +410,12 @@ def main(argv: list[str] | None = None) -> int:
     print(MINILM, f"{time.perf_counter() - t0:.0f}s", flush=True)
     rows[POTION] = {"kind": "baseline", **measure(data, potion_enc, minilm_a, False)}
     for name, enc in encs.items():
-        run = run_dir_of(runs[name])
-        rows[name] = {"kind": "student", "path": str(runs[name]), "export": str(enc.path), "load": loaded[name][1],
-                      "spaces": list(enc.spaces), "asymmetric": None,
+        run = run_dir_of(runs[name][0])
+        rows[name] = {"kind": "student", "path": str(runs[name][0]), "export": str(enc.path), "load": loaded[name][1],
+                      "spaces": list(enc.spaces), "space": runs[name][1] or enc.spaces[0], "asymmetric": None,
                       "lattice": enc.config.lattice is not None,
                       "corpus": corpus_size(run), "dolly_split_check": dolly_split_check(run),
-                      **measure(data, lambda t, e=enc: e.encode(list(t), batch_size=256), minilm_a, True)}
+                      **measure(data, fns_of[name], minilm_a, True)}
         print(name, f"{time.perf_counter() - t0:.0f}s", flush=True)
     ref = rows[MINILM]["order_1_minus_cos"]
     for r in rows.values():
@@ -387,10 +423,10 @@ def main(argv: list[str] | None = None) -> int:
 
     fns = {MINILM: lambda t, b: teacher.encode(t, batch_size=b),
            POTION: lambda t, b: potion.encode(t, batch_size=b, use_multiprocessing=False)}
-    fns.update({k: (lambda t, b, e=e: e.encode(t, batch_size=b)) for k, e in encs.items()})
+    fns.update({k: (lambda t, b, f=f: f(t, b)) for k, f in fns_of.items()})
     load0 = os.getloadavg()[0]
     speed = interleaved_speed(fns, data.speed_texts, [], rounds=1 if args.quick else args.rounds,
-                              modes={"b256_t1": (data.speed_texts, 256, 1)}, reference=MINILM)
+                              modes=speed_modes(data.speed_texts), reference=MINILM)
     for k, s in speed.items():
         rows[k]["speed"] = s
     results["machine_load_1min"] = {"before_speed": load0, "after_speed": os.getloadavg()[0]}

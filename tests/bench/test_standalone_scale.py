@@ -1,12 +1,16 @@
-"""bench/standalone_scale.py: the order probe's swap and where N (the corpus size) is read from."""
+"""bench/standalone_scale.py: the order probe's swap, where N (the corpus size) is read from, and the
+--runs space selector (a teacher space or the concatenated one)."""
 
 from __future__ import annotations
 
 import random
 import re
 
+import numpy as np
+import pytest
 import yaml
 
+import bench.standalone_scale as SS
 from bench.standalone_scale import corpus_size, order_pairs, swap_two_words
 
 
@@ -69,3 +73,25 @@ def test_corpus_size_reads_stages0_when_the_config_has_stages(tmp_path):
 def test_no_corpus_stage_gives_none(tmp_path):
     f = _stage(tmp_path / "r", {"path": "builtin:dolly_open_qa", "max_pairs": None})
     assert corpus_size(f)["n"] is None
+
+
+def test_runs_take_an_optional_space(tmp_path):
+    runs = SS.parse_runs([f"a={tmp_path}", f"b={tmp_path}@mpnet", f"c={tmp_path}@concat"])
+    assert runs == {"a": (tmp_path, None), "b": (tmp_path, "mpnet"), "c": (tmp_path, "concat")}
+    with pytest.raises(ValueError, match="given twice"):
+        SS.parse_runs([f"a={tmp_path}", f"a={tmp_path}@x"])
+
+
+def test_concat_space_joins_the_normalised_spaces():
+    class Enc:
+        spaces = ["minilm", "mpnet"]
+
+        def encode(self, texts, space=None, batch_size=64):
+            v = {"minilm": [[3.0, 4.0]], "mpnet": [[0.0, 0.0, 2.0]]}[space or "minilm"]
+            return SS._norm(np.array(v * len(texts)))
+
+    joint = SS.space_encoder(Enc(), "concat")(["x"])
+    assert np.allclose(joint, [[0.6 / 2 ** 0.5, 0.8 / 2 ** 0.5, 0, 0, 1 / 2 ** 0.5]])
+    assert np.allclose(SS.space_encoder(Enc(), "mpnet")(["x"]), [[0, 0, 1]])
+    with pytest.raises(ValueError, match="not one of the export's spaces"):
+        SS.space_encoder(Enc(), "bge")

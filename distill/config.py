@@ -177,11 +177,11 @@ class KernelSkipSection:
     # embedding when it is an input teacher (else the whole input); that space's head starts at
     # zero and it gets no residual, so the untrained student there IS random-feature kernel ridge.
     # [] = none. For an anisotropic space (SmolLM2's last token) where the mean cosine rewards
-    # E[answer | question] (README "Reaching ridge in the SmolLM2 space").
+    # E[answer | question] (docs/benchmarks/demo.md "Reaching ridge in the SmolLM2 space").
     teachers: list[str] = field(default_factory=list)
     # Random Fourier features of the RBF kernel exp(-gamma |x - x'|^2) on the L2-normalised input.
     # gamma and ridge_lambda: among the settings whose validation cosine and R@1 both beat ridge in
-    # the demo's SmolLM2 space, the best validation R@1 (README "Reaching ridge in the SmolLM2 space").
+    # the demo's SmolLM2 space, the best validation R@1 (docs/benchmarks/demo.md "Reaching ridge in the SmolLM2 space").
     features: int = 8192
     # The RBF kernel's gamma: larger = a narrower, more local kernel.
     gamma: float = 1.0

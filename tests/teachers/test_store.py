@@ -48,7 +48,8 @@ def embed_texts(spec, store, texts, **kw):
 
 
 def shard_dirs(store):
-    return sorted(d for sp in store.spaces() for d in sp.shards_dir.iterdir())
+    """Published shards (a writer's in-progress ``.tmp-*`` directory beside them is not one)."""
+    return sorted(d for sp in store.spaces() for d in sp.shards_dir.iterdir() if not d.name.startswith("."))
 
 
 def test_first_run_embeds_second_run_reuses_without_loading(specs, tmp_path, monkeypatch):

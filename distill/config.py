@@ -142,6 +142,7 @@ class DataSection:
     # Caps on the test / validation splits (distinct questions or records; None = no cap): a
     # corpus of a million texts needs a few thousand held out, not 20%.
     holdout_max: Optional[int] = None
+    # The cap on the validation split, as holdout_max is on the test split.
     validation_max: Optional[int] = None
     split_seed: int = 0
     # Bad rows (empty text, missing field, unparsable line): stop with an error, or skip and count.

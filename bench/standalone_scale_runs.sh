@@ -54,3 +54,23 @@ mp one-20k "$CFG"
 mp two-20k "$MP"
 mp mp-20k "$CFG" "teachers=[{name: mpnet, preset: mpnet, max_length: 128}]"
 mp two-20k-center "$MP" loss.target_norm=center
+
+# Composition (the order probe): the lattice student on the first 100k sentences plus 30k of them
+# with two words swapped (bench.standalone_scale.swap_two_words, seed 1), each text its own
+# MiniLM target; one pass (1016 steps). Against sc-100k and lat-300k-ep above.
+SWAPS=${SWAPS:-$RUNS/swap130k.jsonl}
+mkdir -p "$RUNS"
+PYTHONPATH="$ROOT" python - "$CORPUS" "$SWAPS" <<'PY'
+import gzip, json, random, sys
+from bench.standalone_scale import swap_two_words
+rng, texts = random.Random(1), []
+with gzip.open(sys.argv[1], "rt") as f:
+    for i, line in zip(range(100000), f):
+        texts.append(json.loads(line)["text"])
+swapped = [s for s in (swap_two_words(t, rng) for t in texts[:40000]) if s is not None][:30000]
+rows = texts + swapped
+random.Random(2).shuffle(rows)
+with open(sys.argv[2], "w") as f:
+    f.writelines(json.dumps({"text": t}) + "\n" for t in rows)
+PY
+distill train "$CFG" --resume --set "${common[@]}" run.name=lat-swap stages[0].data.path="$SWAPS" $lattice $(pass 1016)

@@ -37,7 +37,9 @@ run sc-300k 300000 $lattice
 run sc-100k-static 100000 $static
 
 # What the anchors say matters at scale, each against st-300k-ep (seed 0, same data and schedule):
-run st-300k-2ep 300000 $static $(pass 4688)                          # two passes
+for seed in 0 1 2; do                                                 # two passes (the shipped recipe)
+  run st-300k-2ep$([ $seed = 0 ] || echo "-s$seed") 300000 $static run.seed=$seed $(pass 4688)
+done
 run st-300k-rel 300000 $static $(pass 2344) loss.terms.relational=10 # + in-batch similarity-matrix term
 run st-300k-w384 300000 $static $(pass 2344) student.token_dim=384   # token width 384 (MiniLM's own; 512 > its 384 cannot be PCA'd)
 run st-300k-center 300000 $static $(pass 2344) loss.target_norm=center

@@ -616,16 +616,15 @@ def check_token_table_width(cfg: Config) -> None:
     """token_init: teacher PCA's the input teacher's token embeddings, so the table can be at most
     that teacher's width (known for a teacher in a local directory): caught here, not mid-run."""
     from distill.students import student_type
-    from teachers import teacher_dim
+    from teachers import resolve_model_source, teacher_dim, teacher_kind
 
     if student_type(cfg.student.input).reads_teacher_input or cfg.student.token_init != "teacher":
         return
     spec = cfg.input_teacher()
     width = teacher_dim(spec)
-    if width is None and spec.model.startswith("pkg:") and not spec.model.endswith(".gguf"):
-        # a model shipped in a Python package (the MiniLM preset): its directory's config.json
-        from teachers import resolve_model_source
-
+    if width is None and spec.model.startswith("pkg:") and teacher_kind(spec.model).name == "hf":
+        # a model shipped in a Python package (the MiniLM preset): its directory's config.json (a
+        # package lookup; a GGUF kind would dequantise to resolve, so it is left to load time)
         width = teacher_dim(replace(spec, model=resolve_model_source(spec.model, teacher=spec.name)))
     if width is not None and cfg.student.token_dim > width:
         raise ConfigError("student.token_dim", f"{cfg.student.token_dim} is wider than the input teacher "

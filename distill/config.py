@@ -536,6 +536,11 @@ def check_cross_section(cfg: Config, config_dir: Path | None) -> None:
         readers = " or ".join(f"student.input={n}" for n, t in student_types().items() if t.reads_text)
         raise ConfigError("data.task", f"texts: plain-text distillation trains a standalone student; set "
                                        f"{readers} (a teacher-input student would map a text's embedding to itself)")
+    if cfg.loss.encodes_answers and (cfg.data.task != "pairs" or not stype.reads_text):
+        why = ("data.task is texts: a text is its own answer" if cfg.data.task != "pairs" else
+               f"student.input={cfg.student.input} reads teacher embeddings, not text")
+        raise ConfigError("loss.both_sides", f"the student encodes the answers too only for question -> answer "
+                                             f"pairs and a student that reads text; here {why}. Remove both_sides")
     seen: dict[str, int] = {}
     for i, t in enumerate(cfg.teachers):
         if t.name in seen:

@@ -43,6 +43,13 @@ class LossConfig:
     # (x − μ_k) / σ_k, one scalar σ_k) | standardize ((x − μ_k) / σ_k per dimension). (Issue #22
     # folded the old `standardize: true`, mse / smooth_l1 alone on (x − μ_k) / σ_k, into phis.)
     target_norm: str = "none"
+    # Question -> answer pairs with a standalone (token) student: the student encodes each answer
+    # too, and these terms (per teacher, in the target_norm space, beside ``terms``) train what a
+    # standalone user compares, the student's question against the student's answer:
+    #   infonce: in-batch, both directions, student(question) <-> student(answer);
+    #   cosine:  1 - cos(student(answer), the teacher's answer embedding), which keeps the answer
+    #            side on its teacher. {} (default): the student encodes questions only.
+    both_sides: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.terms:
@@ -59,6 +66,18 @@ class LossConfig:
             raise ValueError(f"weighting: {self.weighting!r} is not one of {', '.join(WEIGHTING_FNS)}")
         if self.target_norm not in TARGET_NORMS:
             raise ValueError(f"target_norm: {self.target_norm!r} is not one of {', '.join(TARGET_NORMS)}")
+        if not isinstance(self.both_sides, dict):
+            raise ValueError(f"both_sides: a mapping of term -> weight, got {self.both_sides!r}")
+        for term, w in self.both_sides.items():
+            if term not in BOTH_SIDES_TERMS:
+                raise ValueError(f"both_sides.{term}: unknown term; allowed: {', '.join(BOTH_SIDES_TERMS)}")
+            if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
+                raise ValueError(f"both_sides.{term}: weight must be a number >= 0, got {w!r}")
+
+    @property
+    def encodes_answers(self) -> bool:
+        """Whether the student encodes the answers too (a ``both_sides`` term with weight > 0)."""
+        return any(w > 0 for w in self.both_sides.values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,6 +241,23 @@ LOSS_FNS: dict[str, LossFn] = {
 # ---------------------------------------------------------------------------------------------
 
 
+def both_sides_infonce(q: Tensor, a: Tensor, ctx: LossContext) -> Tensor:
+    """Symmetric in-batch InfoNCE between two encodings by the student, q and a (B, d): each
+    question picks its answer among the batch's answers and each answer its question (the mean of
+    the two directions)."""
+    return 0.5 * (infonce_loss(q, a, ctx) + infonce_loss(a, q, ctx))
+
+
+def both_sides_cosine(a: Tensor, target: Tensor, ctx: LossContext) -> Tensor:
+    """1 - cos(student's answer encoding, the teacher's answer embedding), per example."""
+    return cosine_loss(a, target, ctx)
+
+
+# loss.both_sides: term -> fn(first, second, ctx); infonce gets (student question, student answer),
+# cosine (student answer, teacher answer).
+BOTH_SIDES_TERMS = ("infonce", "cosine")
+
+
 def _identity(x: Tensor) -> Tensor:
     return x
 
@@ -291,6 +327,7 @@ class MultiTeacherLoss(nn.Module):
         self.terms = {name: float(w) for name, w in cfg.terms.items() if w > 0}
         if not self.terms:
             raise ValueError("terms: every term has weight 0")
+        self.both_sides = {name: float(w) for name, w in cfg.both_sides.items() if w > 0}
         stats = stats or {}
         unknown = [n for n in stats if n not in self.teacher_names]
         if unknown:
@@ -319,20 +356,31 @@ class MultiTeacherLoss(nn.Module):
             return None
         return TargetStats(getattr(self, f"stats_mean_{i}"), getattr(self, f"stats_std_{i}"))
 
-    def _teacher_loss(self, i: int, pred: Tensor, target: Tensor, per_example: bool) -> tuple[Tensor, dict, Tensor | None]:
+    def _teacher_loss(self, i: int, pred: Tensor, target: Tensor, per_example: bool,
+                      answer: Tensor | None = None) -> tuple[Tensor, dict, Tensor | None]:
         """L_k (scalar), its terms {term: scalar}, and the per-example L_k (B,) if asked.
 
-        With ``target_norm`` set, pred and target are first mapped into the teacher's normalised
-        space and every term is computed there.
+        With ``target_norm`` set, pred and target (and ``answer``, the student's answer encoding
+        that the ``both_sides`` terms read) are first mapped into the teacher's normalised space
+        and every term is computed there.
         """
         norm, st = self.cfg.target_norm, self._stats(i)
         if norm != "none":
             pred, target = normalise_targets(pred, st, norm), normalise_targets(target, st, norm)
+            if answer is not None:
+                answer = normalise_targets(answer, st, norm)
         ctx = LossContext(temperature=self.cfg.temperature, stats=st, reduction="none")
+        calls = [(name, lam, LOSS_FNS[name], pred, target) for name, lam in self.terms.items()]
+        if answer is not None:
+            firsts = {"infonce": pred, "cosine": answer}
+            seconds = {"infonce": answer, "cosine": target}
+            fns = {"infonce": both_sides_infonce, "cosine": both_sides_cosine}
+            calls += [(f"both_sides.{name}", lam, fns[name], firsts[name], seconds[name])
+                      for name, lam in self.both_sides.items()]
         terms, total, per_ex = {}, 0.0, None
-        for name, lam in self.terms.items():
+        for name, lam, fn, first, second in calls:
             # Per-example values, whose mean is the term: one computation serves both.
-            values = LOSS_FNS[name](pred, target, ctx)
+            values = fn(first, second, ctx)
             terms[name] = values.mean()
             total = total + lam * terms[name]
             if per_example:
@@ -340,9 +388,17 @@ class MultiTeacherLoss(nn.Module):
         return total, terms, per_ex
 
     def forward(self, preds: dict[str, Tensor], targets: dict[str, Tensor],
-                ramp: dict[str, float] | None = None, per_example: bool = False) -> LossOutput:
-        """preds[k], targets[k]: (B, d_k) for every teacher k; ramp[k] multiplies w_k (missing: 1)."""
+                ramp: dict[str, float] | None = None, per_example: bool = False,
+                answer_preds: dict[str, Tensor] | None = None) -> LossOutput:
+        """preds[k], targets[k]: (B, d_k) for every teacher k; ramp[k] multiplies w_k (missing: 1).
+
+        answer_preds[k] (B, d_k): the student's encodings of the answers, which ``cfg.both_sides``
+        needs (and only it may be given with)."""
         ramp = ramp or {}
+        if (answer_preds is not None) != bool(self.both_sides):
+            raise ValueError("loss: answer_preds go with loss.both_sides (both or neither)"
+                             if answer_preds is not None else
+                             "loss: loss.both_sides needs answer_preds (the student's answer encodings)")
         for n in self.teacher_names:
             if n not in preds or n not in targets:
                 raise ValueError(f"loss: teacher {n!r} is missing from the predictions or the targets")
@@ -357,12 +413,20 @@ class MultiTeacherLoss(nn.Module):
         losses, per_term, per_ex = [], {}, []
         for i, n in enumerate(self.teacher_names):
             p, t = preds[n].float(), targets[n].float()
+            ap = None
+            if answer_preds is not None:
+                if n not in answer_preds:
+                    raise ValueError(f"loss: teacher {n!r} is missing from the answer predictions")
+                ap = answer_preds[n].float()
+                if ap.shape != p.shape:
+                    raise ValueError(f"loss: teacher {n!r}: answer prediction {tuple(ap.shape)} and prediction "
+                                     f"{tuple(p.shape)} must be the same (B, d) shape")
             if i in active:
-                L, terms, pe = self._teacher_loss(i, p, t, per_example)
+                L, terms, pe = self._teacher_loss(i, p, t, per_example, ap)
             else:
                 # Reported, never backpropagated.
                 with torch.no_grad():
-                    L, terms, pe = self._teacher_loss(i, p, t, per_example)
+                    L, terms, pe = self._teacher_loss(i, p, t, per_example, ap)
             losses.append(L)
             per_ex.append(pe)
             per_term.update({f"{n}/{term}": v.detach() for term, v in terms.items()})

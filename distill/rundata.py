@@ -21,6 +21,7 @@ from distill.data import Split, load_pairs, normalise_question, split_indices
 from distill.schema import ConfigError
 from distill.students import student_type
 from distill.targets import Targets, config_targets, teacher_input
+from distill.tokens import PAD
 
 ONLINE_STATS_SAMPLE = 1024  # training answers embedded at start for the standardisation statistics
 
@@ -156,14 +157,27 @@ def load_run_data(cfg: Config, progress: bool = True, mode: str | None = None, i
     questions, answers, split = load_examples(cfg, info)
     # The student type makes its own inputs from text (token ids), or None: it reads the input
     # teachers' question embeddings.
-    token_ids = student_type(cfg.student.input).text_inputs(cfg, questions) if inputs else None
+    stype = student_type(cfg.student.input)
+    token_ids = stype.text_inputs(cfg, questions) if inputs else None
+    # loss.both_sides: the training source hands the student each question's and its answer's ids.
+    train_ids = None
+    if token_ids is not None and cfg.loss.encodes_answers:
+        train_ids = both_sides_ids(token_ids, stype.text_inputs(cfg, answers))[torch.as_tensor(split.train)]
     load = _stored if (mode or cfg.targets.mode) == "store" else _online
-    train_t, evals, stats_answers, source = load(cfg, questions, answers, split, token_ids, progress)
+    train_t, evals, stats_answers, source = load(cfg, questions, answers, split, token_ids, progress, train_ids)
     return RunData(questions, answers, split.train, train_t, evals["validation"], evals["test"], stats_answers,
                    source, info.get("skipped_records", 0))
 
 
-def _stored(cfg: Config, questions, answers, split: Split, token_ids, progress: bool):
+def both_sides_ids(q: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    """(N, Lq) question and (N, La) answer token ids, PAD padded -> (N, 2, max(Lq, La)): [:, 0] the
+    question, [:, 1] its answer (what the student reads under ``loss.both_sides``)."""
+    width = max(q.shape[1], a.shape[1])
+    pad_to = lambda x: torch.nn.functional.pad(x, (0, width - x.shape[1]), value=PAD)  # noqa: E731
+    return torch.stack([pad_to(q), pad_to(a)], dim=1)
+
+
+def _stored(cfg: Config, questions, answers, split: Split, token_ids, progress: bool, train_ids=None):
     # A token student distilling plain texts (the corpus case) reads its training targets from the
     # store batch by batch: a million 384-d rows stay on disk, not in memory. Every other run
     # holds them as tensors (a teacher-input student's inputs are teacher rows; the Q->A
@@ -174,10 +188,11 @@ def _stored(cfg: Config, questions, answers, split: Split, token_ids, progress: 
     train_t = targets.select(split.train)
     evals = {name: EvalSplit(idx, targets.select(idx).tensors(), inputs[torch.as_tensor(idx)])
              for name, idx in (("validation", split.validation), ("test", split.test))}
-    return train_t, evals, train_t.a, StoredTargets(inputs[torch.as_tensor(split.train)], train_t)
+    train_x = train_ids if train_ids is not None else inputs[torch.as_tensor(split.train)]
+    return train_t, evals, train_t.a, StoredTargets(train_x, train_t)
 
 
-def _online(cfg: Config, questions, answers, split: Split, token_ids, progress: bool):
+def _online(cfg: Config, questions, answers, split: Split, token_ids, progress: bool, train_ids=None):
     from teachers import TeacherPool
 
     pool = TeacherPool(cfg.teachers, device=pick_device(cfg))
@@ -191,6 +206,7 @@ def _online(cfg: Config, questions, answers, split: Split, token_ids, progress: 
     train_q, train_a = [questions[i] for i in split.train], [answers[i] for i in split.train]
     sample = np.random.default_rng(cfg.run.seed).permutation(len(split.train))[:ONLINE_STATS_SAMPLE]
     stats_answers = pool.encode([train_a[i] for i in sample], role="answer", split=True)
-    source = OnlineTargets(pool, train_q, train_a, input_names,
-                           token_ids[torch.as_tensor(split.train)] if token_ids is not None else None)
+    if train_ids is None and token_ids is not None:
+        train_ids = token_ids[torch.as_tensor(split.train)]
+    source = OnlineTargets(pool, train_q, train_a, input_names, train_ids)
     return None, evals, stats_answers, source

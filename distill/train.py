@@ -52,13 +52,21 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: pre-empted after a clean checkpoint; requeue
 class DistillModule(nn.Module):
     """Student + loss in one module, so DDP syncs every trainable piece (learned loss weights too)."""
 
-    def __init__(self, student: nn.Module, loss: nn.Module):
+    def __init__(self, student: nn.Module, loss: nn.Module, both_sides: bool = False):
         super().__init__()
         self.student = student
         self.loss = loss
+        self.both_sides = both_sides
 
     def forward(self, x, targets, ramp=None, per_example=False):
-        return self.loss(self.student(x), targets, ramp=ramp, per_example=per_example)
+        if not self.both_sides:
+            return self.loss(self.student(x), targets, ramp=ramp, per_example=per_example)
+        # loss.both_sides: x (B, 2, L) holds each question's and its answer's token ids; one
+        # forward over the 2B texts, split back into the question and the answer encodings.
+        b = x.shape[0]
+        out = self.student(torch.cat([x[:, 0], x[:, 1]]))
+        return self.loss({n: v[:b] for n, v in out.items()}, targets, ramp=ramp, per_example=per_example,
+                         answer_preds={n: v[b:] for n, v in out.items()})
 
 
 def make_accelerator(cfg: Config, log: bool = True):
@@ -129,7 +137,7 @@ class Recipe:
         self.student = components.student(self)
         self.sampler = self._sampler()
         self.source = components.source(self)
-        self.model = DistillModule(self.student, components.loss(self))
+        self.model = DistillModule(self.student, components.loss(self), both_sides=cfg.loss.encodes_answers)
         o = cfg.optim
         optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                                       weight_decay=o.weight_decay)

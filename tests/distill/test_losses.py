@@ -299,3 +299,40 @@ def test_target_norm_none_is_the_raw_loss_and_other_modes_need_stats():
 
 
 # --- loss.teacher_drop ----------------------------------------------------------------------------
+
+
+def test_both_sides_terms_by_hand_and_their_validation():
+    """loss.both_sides: infonce pairs the student's question with the student's answer (both
+    directions), cosine keeps the student's answer on the teacher's; checked against direct
+    computation, and only ever computed when the answer encodings are given."""
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(3)
+    q, a, tgt = (torch.randn(4, 5, generator=g) for _ in range(3))
+    cfg = LossConfig(terms={"cosine": 1.0}, temperature=0.1, both_sides={"infonce": 2.0, "cosine": 0.5})
+    loss = MultiTeacherLoss(cfg, ["k"], {"k": 1.0})
+    out = loss({"k": q}, {"k": tgt}, answer_preds={"k": a}, per_example=True)
+
+    def nce(x, y):
+        logits = F.normalize(x, dim=-1) @ F.normalize(y, dim=-1).T / 0.1
+        return F.cross_entropy(logits, torch.arange(4), reduction="none")
+
+    sym = 0.5 * (nce(q, a) + nce(a, q))
+    anchor = 1 - F.cosine_similarity(a, tgt, dim=-1)
+    base = 1 - F.cosine_similarity(q, tgt, dim=-1)
+    assert out.per_term["k/both_sides.infonce"] == pytest.approx(sym.mean().item(), rel=1e-5)
+    assert out.per_term["k/both_sides.cosine"] == pytest.approx(anchor.mean().item(), rel=1e-5)
+    assert out.total.item() == pytest.approx((base + 2.0 * sym + 0.5 * anchor).mean().item(), rel=1e-5)
+    assert out.per_example.numpy() == pytest.approx((base + 2.0 * sym + 0.5 * anchor).numpy(), rel=1e-5)
+    # Swapping the answers breaks the pairing: the infonce term rises.
+    swapped = loss({"k": q}, {"k": tgt}, answer_preds={"k": a.flip(0)})
+    assert swapped.per_term["k/both_sides.infonce"] != pytest.approx(out.per_term["k/both_sides.infonce"])
+    with pytest.raises(ValueError, match="needs answer_preds"):
+        loss({"k": q}, {"k": tgt})
+    with pytest.raises(ValueError, match="answer_preds go with loss.both_sides"):
+        MultiTeacherLoss(LossConfig(), ["k"], {"k": 1.0})({"k": q}, {"k": tgt}, answer_preds={"k": a})
+    with pytest.raises(ValueError, match="both_sides.mse: unknown term; allowed: infonce, cosine"):
+        LossConfig(both_sides={"mse": 1.0})
+    with pytest.raises(ValueError, match="both_sides.cosine: weight must be a number >= 0"):
+        LossConfig(both_sides={"cosine": -1})
+    assert not LossConfig(both_sides={"cosine": 0.0}).encodes_answers

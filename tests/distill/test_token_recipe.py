@@ -302,3 +302,42 @@ def test_stages_run_in_order_each_from_the_previous_export(root):
     cfg_path.write_text(yaml.safe_dump(data))
     with pytest.raises(ConfigError, match=r"stages\[0\] \(a\).*data.task"):
         load_stages(cfg_path)
+
+
+def test_both_sides_trains_on_the_students_own_answer_encodings(root):
+    """loss.both_sides: the training batches carry each question's and its answer's token ids, the
+    student encodes both, and the both_sides terms read the answer side (a pairs task with a token
+    student only; anything else is one ConfigError naming loss.both_sides)."""
+    import numpy as np
+
+    from distill.schema import ConfigError
+    from distill.students import student_type
+
+    both = {"loss.both_sides": {"infonce": 1.0, "cosine": 1.0}, "student.token_lattice": False}
+    cfg = _cfg(root, **both)
+    r = build_recipe(cfg)
+    d = r.data
+    x, t = d.source.batch(np.array([3, 0]))
+    assert x.shape[:2] == (2, 2)
+    ans = student_type("tokens").text_inputs(cfg, [d.answers[d.train_idx[i]] for i in (3, 0)])
+    qs = student_type("tokens").text_inputs(cfg, [d.questions[d.train_idx[i]] for i in (3, 0)])
+    w = ans.shape[1]
+    assert torch.equal(x[:, 1, :w], ans) and (x[:, 1, w:] < 0).all()
+    assert torch.equal(x[:, 0, :qs.shape[1]], qs) and (x[:, 0, qs.shape[1]:] < 0).all()
+    fb = r.forward_backward(np.arange(8), 0)
+    assert {"bert-mean/both_sides.infonce", "bert-mean/both_sides.cosine"} <= set(fb["per_term"])
+    # The answer side is the student's encoding of the answer ids: the same question ids with the
+    # other answer's ids change the both_sides terms, and their value is the student's own.
+    with torch.no_grad():
+        out = r.model(x, t)
+        swapped = r.model(torch.stack([x[:, 0], x.flip(0)[:, 1]], dim=1), t)
+        pa = r.unwrapped(x[:, 1])["bert-mean"]
+    assert out.per_term["bert-mean/both_sides.cosine"] != pytest.approx(swapped.per_term["bert-mean/both_sides.cosine"])
+    want = (1 - torch.nn.functional.cosine_similarity(pa, t["bert-mean"], dim=-1)).mean().item()
+    assert out.per_term["bert-mean/both_sides.cosine"] == pytest.approx(want, rel=1e-5)
+    assert run(r, lambda: False) == 0
+    (root / "t.txt").write_text("\n".join(_texts(root)) + "\n")
+    with pytest.raises(ConfigError, match="loss.both_sides: .*data.task is texts"):
+        _cfg(root, **both, **{"data.path": str(root / "t.txt"), "data.task": "texts"})
+    with pytest.raises(ConfigError, match="loss.both_sides: .*student.input=teacher"):
+        load_config(tiny_setup(root, n_pairs=64, max_steps=4, **{"loss.both_sides": {"cosine": 1.0}}))

@@ -40,6 +40,29 @@ run sc-100k-static 100000 $static
 for seed in 0 1 2; do                                                 # two passes (the shipped recipe)
   run st-300k-2ep$([ $seed = 0 ] || echo "-s$seed") 300000 $static run.seed=$seed $(pass 4688)
 done
+# Both sides (loss.both_sides): the qa stage alone, again, from each two-pass seed's Dolly-text
+# student, as shipped (qa-base) and with the student's own answer encodings in the loss (qa-both).
+qa() {  # qa NAME INIT SEED [overrides...]
+  local name=$1 init=$2 seed=$3; shift 3
+  distill train "$CFG" --resume --set "${common[@]}" run.name="$name" run.seed="$seed" \
+    student.init_from="$init" "stages=[{name: qa, data: {task: pairs}, loss: {terms: {cosine: 0.5, infonce: 1.0}}, optim: {lr: 0.001}, train: {max_steps: 300}}]" "$@"
+}
+for seed in 0 1 2; do
+  s=$([ $seed = 0 ] || echo "-s$seed")
+  qa qa-base-s$seed "$RUNS/st-300k-2ep$s-dolly/student" $seed
+  qa qa-both-s$seed "$RUNS/st-300k-2ep$s-dolly/student" $seed loss.both_sides.infonce=1.0 loss.both_sides.cosine=1.0
+  qa qa-anc-s$seed "$RUNS/st-300k-2ep$s-dolly/student" $seed loss.both_sides.cosine=1.0
+done
+
+# 1M sentences (the whole corpus), two passes, seeds 0 and 1. Fill the other 700k rows first:
+# ~45 min of a quiet 2-core machine, 1.5 h with a training beside it.
+distill embed "$CFG" --set "${common[@]}" stages[0].data.max_pairs=1000000
+for seed in 0 1; do
+  s=$([ $seed = 0 ] || echo "-s$seed")
+  run st-1m-2ep$s 1000000 $static run.seed=$seed $(pass 15600)
+  qa qa1m-both$s "$RUNS/st-1m-2ep$s-dolly/student" $seed loss.both_sides.infonce=1.0 loss.both_sides.cosine=1.0
+done
+
 run st-300k-rel 300000 $static $(pass 2344) loss.terms.relational=10 # + in-batch similarity-matrix term
 run st-300k-w384 300000 $static $(pass 2344) student.token_dim=384   # token width 384 (MiniLM's own; 512 > its 384 cannot be PCA'd)
 run st-300k-center 300000 $static $(pass 2344) loss.target_norm=center

@@ -69,8 +69,8 @@ class LossConfig:
         if not isinstance(self.both_sides, dict):
             raise ValueError(f"both_sides: a mapping of term -> weight, got {self.both_sides!r}")
         for term, w in self.both_sides.items():
-            if term not in BOTH_SIDES_TERMS:
-                raise ValueError(f"both_sides.{term}: unknown term; allowed: {', '.join(BOTH_SIDES_TERMS)}")
+            if term not in BOTH_SIDES_FNS:
+                raise ValueError(f"both_sides.{term}: unknown term; allowed: {', '.join(BOTH_SIDES_FNS)}")
             if not isinstance(w, (int, float)) or isinstance(w, bool) or w < 0:
                 raise ValueError(f"both_sides.{term}: weight must be a number >= 0, got {w!r}")
 
@@ -241,21 +241,20 @@ LOSS_FNS: dict[str, LossFn] = {
 # ---------------------------------------------------------------------------------------------
 
 
-def both_sides_infonce(q: Tensor, a: Tensor, ctx: LossContext) -> Tensor:
-    """Symmetric in-batch InfoNCE between two encodings by the student, q and a (B, d): each
-    question picks its answer among the batch's answers and each answer its question (the mean of
-    the two directions)."""
+def both_sides_infonce(q: Tensor, a: Tensor, target: Tensor, ctx: LossContext) -> Tensor:  # noqa: ARG001
+    """Symmetric in-batch InfoNCE between the student's question and answer encodings q, a (B, d):
+    each question picks its answer among the batch's answers and each answer its question (the
+    mean of the two directions)."""
     return 0.5 * (infonce_loss(q, a, ctx) + infonce_loss(a, q, ctx))
 
 
-def both_sides_cosine(a: Tensor, target: Tensor, ctx: LossContext) -> Tensor:
-    """1 - cos(student's answer encoding, the teacher's answer embedding), per example."""
+def both_sides_cosine(q: Tensor, a: Tensor, target: Tensor, ctx: LossContext) -> Tensor:  # noqa: ARG001
+    """1 - cos(the student's answer encoding a, the teacher's answer embedding), per example."""
     return cosine_loss(a, target, ctx)
 
 
-# loss.both_sides: term -> fn(first, second, ctx); infonce gets (student question, student answer),
-# cosine (student answer, teacher answer).
-BOTH_SIDES_TERMS = ("infonce", "cosine")
+# loss.both_sides: term -> fn(student question, student answer, teacher answer, ctx) (B, d) each.
+BOTH_SIDES_FNS = {"infonce": both_sides_infonce, "cosine": both_sides_cosine}
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -370,17 +369,13 @@ class MultiTeacherLoss(nn.Module):
             if answer is not None:
                 answer = normalise_targets(answer, st, norm)
         ctx = LossContext(temperature=self.cfg.temperature, stats=st, reduction="none")
-        calls = [(name, lam, LOSS_FNS[name], pred, target) for name, lam in self.terms.items()]
+        # Per-example values, whose mean is the term: one computation serves both.
+        parts = [(name, lam, LOSS_FNS[name](pred, target, ctx)) for name, lam in self.terms.items()]
         if answer is not None:
-            firsts = {"infonce": pred, "cosine": answer}
-            seconds = {"infonce": answer, "cosine": target}
-            fns = {"infonce": both_sides_infonce, "cosine": both_sides_cosine}
-            calls += [(f"both_sides.{name}", lam, fns[name], firsts[name], seconds[name])
+            parts += [(f"both_sides.{name}", lam, BOTH_SIDES_FNS[name](pred, answer, target, ctx))
                       for name, lam in self.both_sides.items()]
         terms, total, per_ex = {}, 0.0, None
-        for name, lam, fn, first, second in calls:
-            # Per-example values, whose mean is the term: one computation serves both.
-            values = fn(first, second, ctx)
+        for name, lam, values in parts:
             terms[name] = values.mean()
             total = total + lam * terms[name]
             if per_example:

@@ -162,7 +162,8 @@ def load_run_data(cfg: Config, progress: bool = True, mode: str | None = None, i
     # loss.both_sides: the training source hands the student each question's and its answer's ids.
     train_ids = None
     if token_ids is not None and cfg.loss.encodes_answers:
-        train_ids = both_sides_ids(token_ids, stype.text_inputs(cfg, answers))[torch.as_tensor(split.train)]
+        train = torch.as_tensor(split.train)
+        train_ids = both_sides_ids(token_ids[train], stype.text_inputs(cfg, [answers[i] for i in split.train]))
     load = _stored if (mode or cfg.targets.mode) == "store" else _online
     train_t, evals, stats_answers, source = load(cfg, questions, answers, split, token_ids, progress, train_ids)
     return RunData(questions, answers, split.train, train_t, evals["validation"], evals["test"], stats_answers,

@@ -112,7 +112,8 @@ def _add_standalone(sub) -> None:
                        description="Embed texts with a run's exported standalone student; writes an (N, d) "
                                    "float32 .npy of L2-normalised rows in input order.")
     p.add_argument("run_dir", help="a run directory (runs/<name>) or an exported student directory")
-    p.add_argument("--input", required=True, help="JSONL with a 'text' field per line, or a text file, one text per line")
+    p.add_argument("--input", required=True, help="JSONL with a 'text' field per line, a text file with one text "
+                   "per line, or - for standard input (one text per line)")
     p.add_argument("--output", required=True, help="the .npy to write (atomically)")
     p.add_argument("--space", default=None, help="teacher space to output (default: the input teacher's)")
     p.add_argument("--batch-size", type=int, default=64, help="texts per forward (default 64)")

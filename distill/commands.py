@@ -6,6 +6,7 @@ import io
 import json
 import logging
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -202,20 +203,25 @@ def cmd_predict(args) -> int:
 
 
 def read_texts(path: str | os.PathLike) -> list[str]:
-    """A .jsonl file (``text`` field) or a text file (one text per line) -> texts in order.
+    """A .jsonl file (``text`` field), a text file (one text per line) or ``-`` (standard input,
+    one text per line) -> texts in order.
 
     Raises ``distill.data.DataError`` naming ``FILE:LINE`` for a non-UTF-8 line, a line that is
     not JSON, a missing/non-string ``text`` field or an empty text.
     """
     from distill.data import DataError
 
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"{p}: no such file")
-    jsonl = p.suffix.lower() in (".jsonl", ".ndjson")
+    if str(path) == "-":  # standard input, one text per line
+        p, jsonl = "<stdin>", False
+        raw_lines = sys.stdin.buffer.read().split(b"\n")
+    else:
+        p = Path(path)
+        if not p.exists() or p.is_dir():  # a pipe (/dev/stdin, a FIFO) reads like a file
+            raise DataError(f"{p}: no such file")
+        jsonl = p.suffix.lower() in (".jsonl", ".ndjson")
+        with open(p, "rb") as f:
+            raw_lines = f.read().split(b"\n")
     texts = []
-    with open(p, "rb") as f:
-        raw_lines = f.read().split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()
     for lineno, raw in enumerate(raw_lines, start=1):

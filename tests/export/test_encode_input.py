@@ -86,3 +86,30 @@ def test_cli_encode_names_the_line_of_a_text_without_tokens(export_on, tmp_path)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {src}:3: '\\u200b' has no tokens"), r.stderr
     assert not (tmp_path / "v.npy").exists()
+
+
+@pytest.mark.slow
+def test_sigusr1_prints_every_threads_stack_and_the_command_goes_on(export_on, tmp_path):
+    """`python -m distill` registers faulthandler on SIGUSR1 (how a stuck rank is asked where it
+    waits): the stacks go to stderr and the command finishes; without it SIGUSR1 ends the process."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "v.npy"
+    p = subprocess.Popen([sys.executable, "-m", "distill", "encode", str(export_on), "--input", "-",
+                          "--output", str(out)], cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "c")))
+    try:
+        time.sleep(5)  # far past the registration (the first statements of distill/__main__.py)
+        assert p.poll() is None, p.communicate()
+        p.send_signal(signal.SIGUSR1)
+        time.sleep(1)
+        stdout, stderr = p.communicate("\n".join(TEXTS) + "\n", timeout=120)
+    finally:
+        p.kill()
+    assert p.returncode == 0, stderr
+    assert "Current thread" in stderr and 'distill/__main__.py", line' in stderr, stderr
+    np.testing.assert_allclose(np.load(out), Encoder.from_pretrained(export_on).encode(TEXTS), atol=1e-6)

@@ -4,11 +4,13 @@ non-zero status in bounded time instead of hanging."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -38,18 +40,71 @@ def start_nodes(cwd: Path, config: Path, *extra: str, env: dict | None = None, t
     return procs
 
 
+def descendants(pid: int) -> dict[int, bytes]:
+    """Every process below ``pid`` (the launcher's commands, torchrun's ranks), with its cmdline."""
+    parent, cmd = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            cmd[int(stat.parent.name)] = (stat.parent / "cmdline").read_bytes()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    found, frontier = {}, [pid]
+    while frontier:
+        p = frontier.pop()
+        for child, ppid in parent.items():
+            if ppid == p and child not in found:
+                found[child] = cmd.get(child, b"")
+                frontier.append(child)
+    return found
+
+
+def is_rank(cmdline: bytes) -> bool:
+    """``python [-opts] -m distill embed|train ...``: a rank, not the ``accelerate``/torchrun
+    process whose arguments also hold ``-m distill train`` (SIGUSR1 would end those)."""
+    args = cmdline.split(b"\0")
+    if b"-m" not in args:
+        return False
+    i = args.index(b"-m")
+    return all(a.startswith(b"-") for a in args[1:i]) and args[i + 1:i + 3] in ([b"distill", b"embed"],
+                                                                               [b"distill", b"train"])
+
+
 def wait_all(procs, timeout: float) -> list[tuple[int, str]]:
+    """Every launcher's (status, output). One still running at ``timeout`` fails the test with
+    each node's output, including the Python stacks of its ranks (``python -m distill`` dumps
+    them on SIGUSR1), so that a hang says where it waited."""
+    outputs = [[] for _ in procs]
+    readers = [threading.Thread(target=lambda p=p, o=o: o.extend(p.stdout), daemon=True)
+               for p, o in zip(procs, outputs)]
+    for r in readers:
+        r.start()
     deadline = time.monotonic() + timeout
-    out = []
+    hung = []
     try:
         for p in procs:
-            text, _ = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            out.append((p.returncode, text))
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                p.wait(timeout=max(1.0, deadline - time.monotonic()))
+        hung = [rank for rank, p in enumerate(procs) if p.poll() is None]
+        if hung:
+            for p in procs:
+                for pid, cmd in descendants(p.pid).items():
+                    if is_rank(cmd):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGUSR1)
+            time.sleep(3)
     finally:
         for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+            for pid in [*descendants(p.pid), p.pid]:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+    codes = [p.wait() for p in procs]
+    for r in readers:
+        r.join(timeout=10)
+    out = [(code, "".join(o)) for code, o in zip(codes, outputs)]
+    if hung:
+        pytest.fail(f"node(s) {hung} still running after {timeout:.0f} s:\n" + "\n".join(
+            f"--- node {rank} (exit {code}):\n{text[-6000:]}" for rank, (code, text) in enumerate(out)))
     return out
 
 

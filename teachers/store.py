@@ -313,6 +313,18 @@ class Space:
         order = np.argsort(k, kind="stable")
         return ShardIndex(names, k[order], s[order], r[order])
 
+    def view(self, keys: np.ndarray) -> tuple[int, Optional[RowView]]:
+        """(how many of ``keys`` are missing, a view of their rows in that order, or None when
+        any is missing)."""
+        idx = self.index()
+        found, pos = idx.lookup(keys)
+        missing = int((~found).sum())
+        if missing:
+            return missing, None
+        info = self.info()
+        return 0, RowView(self.shards_dir, idx.names, idx.shard[pos], idx.row[pos], info["dim"],
+                          np.dtype(info["dtype"]))
+
     def write_shard(self, name: str, keys: np.ndarray, emb: np.ndarray) -> bool:
         """Publish one shard atomically. False when a shard of that name already exists."""
 
@@ -596,14 +608,11 @@ def _fill(store: TargetStore, req: _Request, texts: Sequence[str], emb: _Embedde
 
 
 def _open_view(store: TargetStore, req: _Request) -> RowView:
-    sp = store.space(req.space)
-    idx = sp.index()
-    found, pos = idx.lookup(req.keys)
-    if not found.all():
-        raise StoreError(f"target store {store.root}: {int((~found).sum())} texts of {req.spec.name}/{req.field} "
+    missing, view = store.space(req.space).view(req.keys)
+    if view is None:
+        raise StoreError(f"target store {store.root}: {missing} texts of {req.spec.name}/{req.field} "
                          "are missing after embedding")
-    info = sp.info()
-    return RowView(sp.shards_dir, idx.names, idx.shard[pos], idx.row[pos], info["dim"], np.dtype(info["dtype"]))
+    return view
 
 
 def _space_dim(emb: _Embedder, sp: Space) -> int:

@@ -1,5 +1,6 @@
-"""bench/standalone_probe.py: its bare loop trains the framework's own static student, and the
-words it adds are the frequent whole words the tokenizer splits."""
+"""bench/standalone_probe.py: its bare loop trains the framework's static student as it starts (the
+table's masked mean through the inverse PCA), and the words it adds are the frequent whole words
+the tokenizer splits."""
 
 from __future__ import annotations
 
@@ -8,26 +9,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.standalone_probe import Static, frequent_split_words
-from distill.students.tokens import StandaloneConfig, StandaloneStudent
-from distill.token_init import TokenTable
-from distill.tokens import load_tokenizer, mask_of, pad, token_ids
+from bench.standalone_probe import forward, frequent_split_words, static_student
+from distill.tokens import load_tokenizer, pad, token_ids
 
 
-def test_the_probe_model_is_the_standalone_students_static_path():
+def test_the_probe_model_starts_as_the_tables_mean_through_the_inverse_pca():
     rng = np.random.default_rng(0)
     V, dim, tdim = 40, 8, 12
-    t = TokenTable(table=rng.normal(size=(V, dim)).astype(np.float32), mean=rng.normal(size=tdim).astype(np.float32),
-                   components=rng.normal(size=(dim, tdim)).astype(np.float32), weights=np.ones(V, np.float32),
-                   fingerprint="x", source="x")
-    student = StandaloneStudent(StandaloneConfig(vocab_size=V, token_dim=dim, heads={"m": tdim}, input_teacher="m"),
-                                token_table=t)
-    probe = Static(t.table, t.mean, t.components)
-    ids = pad([[3, 5, 7], [9], [0, 2, 3, 4, 5, 6]])  # padded with PAD = -1 (id 0 is a real token)
-    want = student(ids.clamp(min=0), mask_of(ids))["m"]
-    torch.testing.assert_close(probe(ids), want)
-    torch.testing.assert_close(probe(pad([[3, 5]]))[0], probe(pad([[3, 5], [1, 2, 3, 4]]))[0])  # padding masked
-    assert not torch.allclose(probe(pad([[3, 5]])), probe(pad([[3, 5, 0]])))  # id 0 counted
+    table = rng.normal(size=(V, dim)).astype(np.float32)
+    mean, comps = rng.normal(size=tdim).astype(np.float32), rng.normal(size=(dim, tdim)).astype(np.float32)
+    student = static_student(table, mean, comps)
+    assert student.lattice is None
+    rows = [[3, 5, 7], [9], [0, 2, 3, 4, 5, 6]]
+    ids = pad(rows)  # padded with PAD = -1 (id 0 is a real token)
+    want = torch.from_numpy(np.stack([table[r].mean(0) @ comps + mean for r in rows]))
+    torch.testing.assert_close(forward(student, ids), want)
+    torch.testing.assert_close(forward(student, pad([[3, 5]]))[0], forward(student, pad([[3, 5], [1, 2, 3, 4]]))[0])
+    assert not torch.allclose(forward(student, pad([[3, 5]])), forward(student, pad([[3, 5, 0]])))  # id 0 counted
 
 
 def test_frequent_split_words_are_whole_words_the_vocabulary_splits():

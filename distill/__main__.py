@@ -11,13 +11,9 @@ Two things the ``distill`` console script does not need:
   is found before this file runs; nothing here can help with that one.
 * Under ``distill launch``, each process reports its exit status in ``$DISTILL_STATUS_DIR`` (the
   launcher cannot see it otherwise: torchrun reports a failing worker as a plain 1).
-* ``kill -USR1 PID`` makes the process print every thread's Python stack to stderr and go on
-  (``faulthandler``): where a rank that seems stuck is waiting, without a debugger.
 """
 
-import faulthandler
 import os
-import signal
 import sys
 
 
@@ -42,7 +38,6 @@ def _report(status: int) -> None:
 
 
 _drop_working_directory()
-faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
 
 from distill.cli import main  # noqa: E402
 

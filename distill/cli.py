@@ -8,7 +8,9 @@ checkpoint.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import signal
 import sys
 
 EXIT_BAD_INPUT = 2
@@ -142,6 +144,12 @@ def _resolve(spec: str):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``distill`` console script and ``python -m distill``. As a process's entry (``argv`` None)
+    it first registers ``faulthandler`` on SIGUSR1: ``kill -USR1 PID`` then prints every thread's
+    Python stack to stderr and the command goes on (where a rank that seems stuck waits, without a
+    debugger; SIGUSR1's default would end the process)."""
+    if argv is None and hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True, chain=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     # `launch` forwards unknown options and everything after `--` to its own parser.
     parser = build_parser(launch_options=bool(argv) and argv[0] == "launch")

@@ -89,21 +89,27 @@ def test_cli_encode_names_the_line_of_a_text_without_tokens(export_on, tmp_path)
 
 
 @pytest.mark.slow
-def test_sigusr1_prints_every_threads_stack_and_the_command_goes_on(export_on, tmp_path):
-    """`python -m distill` registers faulthandler on SIGUSR1 (how a stuck rank is asked where it
-    waits): the stacks go to stderr and the command finishes; without it SIGUSR1 ends the process."""
+@pytest.mark.parametrize("entry", ["console script", "python -m"])
+def test_sigusr1_prints_every_threads_stack_and_the_command_goes_on(export_on, tmp_path, entry):
+    """`distill` and `python -m distill` register faulthandler on SIGUSR1 (how a stuck rank is asked
+    where it waits): the stacks go to stderr and the command finishes; without it SIGUSR1 ends the
+    process (as it did to the console script when only `python -m distill` registered it)."""
     import os
     import signal
     import subprocess
     import sys
     import time
+    from pathlib import Path
 
     out = tmp_path / "v.npy"
-    p = subprocess.Popen([sys.executable, "-m", "distill", "encode", str(export_on), "--input", "-",
+    script = Path(sys.executable).parent / "distill"
+    cmd = [str(script)] if entry == "console script" else [sys.executable, "-m", "distill"]
+    assert entry != "console script" or script.is_file(), f"{script}: the console script is not installed"
+    p = subprocess.Popen([*cmd, "encode", str(export_on), "--input", "-",
                           "--output", str(out)], cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=dict(os.environ, XDG_CACHE_HOME=str(tmp_path / "c")))
     try:
-        time.sleep(5)  # far past the registration (the first statements of distill/__main__.py)
+        time.sleep(5)  # far past the registration (the first statement of distill.cli.main)
         assert p.poll() is None, p.communicate()
         p.send_signal(signal.SIGUSR1)
         time.sleep(1)
@@ -111,5 +117,5 @@ def test_sigusr1_prints_every_threads_stack_and_the_command_goes_on(export_on, t
     finally:
         p.kill()
     assert p.returncode == 0, stderr
-    assert "Current thread" in stderr and 'distill/__main__.py", line' in stderr, stderr
+    assert "Current thread" in stderr and 'distill/cli.py", line' in stderr, stderr
     np.testing.assert_allclose(np.load(out), Encoder.from_pretrained(export_on).encode(TEXTS), atol=1e-6)

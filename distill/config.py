@@ -215,6 +215,10 @@ class StudentSection:
     # input=tokens: run the lattice over the tokens on its input face and add its readout to the
     # static mean (true), or the static mean of the token table alone (false, the ablation).
     token_lattice: bool = True
+    # input=tokens: the static path's mean over the token rows: plain (none), or weighted by a learned
+    # weight per token position, one scalar (scalar) or one per dimension (vector), each starting at
+    # 1. It reads word order at the static path's speed (docs/benchmarks/standalone.md).
+    position_weights: Literal["none", "scalar", "vector"] = "none"
     # input=tokens: texts longer than the input face: fold (wrap around, cells average) | truncate.
     overflow: Literal["fold", "truncate"] = "fold"
     # input=tokens: tokens kept per text (longer texts are truncated there, in training and encode).
@@ -248,6 +252,9 @@ class StudentSection:
         if self.init_from is not None and not student_type(self.input).starts_from_export:
             raise ValueError("init_from: only a token-input (standalone) student starts from an export; "
                              "set student.input=tokens")
+        if self.position_weights != "none" and self.input != "tokens":
+            raise ValueError(f"position_weights: {self.position_weights!r} weights token positions, and only a "
+                             "token-input (standalone) student reads tokens; set student.input=tokens")
 
 
 @dataclass

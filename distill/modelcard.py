@@ -141,7 +141,8 @@ def _student_section(enc, space: str) -> list[str]:
             f"| token table | {c.vocab_size} x {c.token_dim} (init: {c.init}) |",
             f"| spaces (heads) | {', '.join(f'{k} ({v})' for k, v in c.heads.items())} |",
             f"| exported space | {space} |",
-            f"| max tokens | {c.max_tokens} (longer texts are truncated; no special tokens) |"]
+            f"| max tokens | {c.max_tokens} (longer texts are truncated; no special tokens) |",
+            f"| static mean | {'plain' if c.position_weights == 'none' else 'weighted by token position (' + c.position_weights + ')'} |"]
     if lattice:
         lat = c.lattice
         shape = "x".join(str(lat.get(k, "?")) for k in ("depth", "height", "width"))

@@ -62,8 +62,10 @@ LOAD = {
 }
 
 
-def load_lines(fmt: str, lattice: bool, out: str) -> tuple[str, str]:
-    code, note = LOAD.get((fmt, lattice)) or LOAD[(fmt, None)]
+def load_lines(fmt: str, composes: bool, out: str) -> tuple[str, str]:
+    """``composes``: the student is not a plain token table (a lattice, or position weights), so a
+    sentence-transformers export needs the project's module."""
+    code, note = LOAD.get((fmt, composes)) or LOAD[(fmt, None)]
     return code.replace("{dir}", out).replace("{{", "{").replace("}}", "}"), note
 
 
@@ -88,6 +90,7 @@ def cmd_export(args) -> int:
     if space not in enc.config.heads:
         raise RunDirError(f"--space: {space!r} is not one of this student's spaces ({', '.join(enc.spaces)})")
     lattice = enc.student.lattice is not None
+    composes = not enc.student.is_static_table  # lattice or position weights: not a plain table
     module, _, name = FORMATS[fmt].partition(":")
     try:
         mod = importlib.import_module(module)
@@ -97,7 +100,7 @@ def cmd_export(args) -> int:
     if refuse is not None and (why := refuse(enc)):
         raise ExportError(f"--format {fmt}: {why}")
     run_dir = Path(args.run_dir) if (Path(args.run_dir) / "config.yaml").is_file() else None
-    code, note = load_lines(fmt, lattice, str(out))
+    code, note = load_lines(fmt, composes, str(out))
     card = render(enc, fmt, space, run_dir, code, note, speed=measure_speed(enc, space))
 
     def fill(tmp: Path) -> None:
@@ -111,7 +114,7 @@ def cmd_export(args) -> int:
 
     write_dir_atomic(out, fill)
     print(f"wrote {out}: {fmt}, {space} space ({enc.config.heads[space]} dimensions), lattice "
-          f"{'on' if lattice else 'off'}")
+          f"{'on' if lattice else 'off'}, position weights {enc.config.position_weights}")
     print("load it with:\n" + "\n".join("    " + line for line in code.splitlines()))
     return 0
 

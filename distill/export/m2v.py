@@ -26,6 +26,10 @@ def refuse(enc: Encoder) -> str | None:
     if enc.student.lattice is not None:
         return ("a Model2Vec model is a static table (a mean of token rows), and this student's lattice composes "
                 "tokens, which a table cannot express; export it as sentence-transformers or onnx")
+    if enc.student.position is not None:
+        return (f"a Model2Vec model is a static table (a plain mean of token rows), and this student weights tokens "
+                f"by position (position_weights: {enc.config.position_weights}), which a table cannot express; "
+                "export it as sentence-transformers or onnx")
     return None
 
 

@@ -74,7 +74,7 @@ class SentenceGraph(nn.Module):
         st = self.student
         e = st.embed(input_ids)
         m = attention_mask.to(e.dtype)
-        z = (e * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1.0)
+        z = st.mean(e, m)
         lat = st.lattice
         if lat is not None:
             x = e

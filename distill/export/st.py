@@ -44,7 +44,8 @@ except ImportError:  # pragma: no cover - depends on the installed version
 
 
 def folded_table(enc: Encoder, space: str) -> np.ndarray:
-    """(vocab, d) float32: every token row through ``space``'s head (lattice off only)."""
+    """(vocab, d) float32: every token row through ``space``'s head (a static table only: no lattice,
+    no position weights)."""
     st = enc.student
     head = st.heads[space]
     with torch.no_grad():
@@ -53,7 +54,8 @@ def folded_table(enc: Encoder, space: str) -> np.ndarray:
 
 
 class LatticeStudentModule(_Base):
-    """A sentence-transformers input module wrapping a standalone student with its lattice on.
+    """A sentence-transformers input module wrapping a standalone student that is not a plain table
+    (its lattice on, or position weights).
 
     ``preprocess(texts) -> {"input_ids": (B, L) int64, "attention_mask": (B, L) int64}`` (the
     Encoder's tokenisation and text policy); ``forward`` puts the ``space`` head's output (not
@@ -129,7 +131,7 @@ def write(enc: Encoder, out: str | os.PathLike, space: str) -> None:
         from sentence_transformers.models import Normalize, StaticEmbedding
     from distill.encoder import load_tokenizer
 
-    if enc.student.lattice is None:
+    if enc.student.is_static_table:
         tokenizer = load_tokenizer(enc.path / "tokenizer.json", enc.config.max_tokens)
         first = StaticEmbedding(tokenizer, embedding_weights=torch.from_numpy(folded_table(enc, space)))
     else:

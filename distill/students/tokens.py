@@ -5,10 +5,16 @@ teacher space out, no teacher needed.
 
     ids (B, L), mask (B, L)
       e = table[ids]                                   (B, L, token_dim)   the token table
-      s = sum(e * mask) / sum(mask)                    (B, token_dim)      the static path
+      s = sum(w * e * mask) / sum(w * mask)            (B, token_dim)      the static path (w = 1:
+                                                                           the plain mean)
       z = s + lattice(rms(e), mask)   (lattice on)     (B, token_dim)      tokens on the input face,
                                                                            readout zero-initialised
       y[name] = head[name](z)                          (B, dim_name)       one linear head per teacher
+
+``position_weights`` (``none`` | ``scalar`` | ``vector``): ``w`` is 1, or a learned weight per
+token position (one scalar, or one per dimension, for positions ``0 .. max_tokens - 1``; stored as
+its log, so it stays positive), starting at 1 (= the plain mean). A position-weighted mean reads word order at the static path's cost: a swap
+of the tokens at positions i and j moves ``s`` by ``(w[i] - w[j]) (e_a - e_b) / sum(w)``.
 
 With ``lattice=None`` (or ``use_lattice=False`` in a forward) the model is exactly the static
 path: the ablation "lattice off" uses the same table and the same heads. The lattice's readout is
@@ -52,6 +58,7 @@ FORMAT_VERSION = 1
 MODEL_NAME = "StandaloneStudent"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+POSITION_WEIGHTS = ("none", "scalar", "vector")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
@@ -74,6 +81,9 @@ class StandaloneConfig:
     # Feed the lattice unit-RMS token rows: the table's SIF weighting shrinks frequent tokens
     # (not, what, no) that the static mean should discount but composition needs to see.
     lattice_token_norm: bool = True
+    # The static path's mean: plain (none) or weighted by a learned weight per token position
+    # (scalar, or vector: one per dimension). Exports from before the field read as none.
+    position_weights: str = "none"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -85,6 +95,8 @@ class StandaloneConfig:
             raise ValueError(f"init: {self.init!r} is not one of teacher, random")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens: must be >= 1, got {self.max_tokens}")
+        if self.position_weights not in POSITION_WEIGHTS:
+            raise ValueError(f"position_weights: {self.position_weights!r} is not one of {', '.join(POSITION_WEIGHTS)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,6 +111,12 @@ class StandaloneStudent(nn.Module):
         c = config
         self.embed = nn.Embedding(c.vocab_size, c.token_dim)
         self.heads = nn.ModuleDict({name: nn.Linear(c.token_dim, dim) for name, dim in c.heads.items()})
+        # (max_tokens, 1 | token_dim): the log of the static mean's weight per token position (a
+        # weight stays > 0, so a row's weights never sum to 0), 0 = weight 1 at the start.
+        self.position: Optional[nn.Parameter] = None
+        if c.position_weights != "none":
+            width = 1 if c.position_weights == "scalar" else c.token_dim
+            self.position = nn.Parameter(torch.zeros(c.max_tokens, width))
         if c.lattice is not None:
             # zero_init is forced off: the readout below is zero-initialised, and a zero rule too
             # would leave the output face at zero and every lattice gradient at zero forever.
@@ -129,18 +147,33 @@ class StandaloneStudent(nn.Module):
                 head.weight.copy_(comps.T)
                 head.bias.copy_(torch.as_tensor(t.mean))
 
+    @property
+    def is_static_table(self) -> bool:
+        """Whether the student is one row per token, averaged (no lattice, no position weights): what
+        a Model2Vec or a sentence-transformers StaticEmbedding model can hold."""
+        return self.lattice is None and self.position is None
+
+    def mean(self, e: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """e (B, L, token_dim), m (B, L) float mask -> (B, token_dim): the masked mean of the rows,
+        position-weighted under ``position_weights`` (zeros for an empty row)."""
+        if self.position is None:
+            return (e * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1.0)
+        pos = torch.arange(e.shape[1], device=e.device).clamp(max=self.position.shape[0] - 1)
+        w = m.unsqueeze(-1) * torch.exp(self.position[pos]).to(e.dtype)  # (B, L, 1 | token_dim), > 0
+        den = w.sum(1)
+        return (e * w).sum(1) / torch.where(den > 0, den, torch.ones_like(den))  # an empty row: 0
+
     def static(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """ids, mask (B, L) -> (B, token_dim) masked mean of the token rows (zeros for an empty row)."""
+        """ids, mask (B, L) -> (B, token_dim) masked (position-weighted) mean of the token rows."""
         e = self.embed(ids)
-        m = mask.to(e.dtype).unsqueeze(-1)
-        return (e * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self.mean(e, mask.to(e.dtype))
 
     def pooled(self, ids: torch.Tensor, mask: torch.Tensor, use_lattice: bool = True,
                steps: Optional[int] = None) -> torch.Tensor:
         """ids, mask (B, L) -> z (B, token_dim): the static mean plus the lattice correction."""
         e = self.embed(ids)
         m = mask.to(e.dtype)
-        z = (e * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1.0)
+        z = self.mean(e, m)
         if use_lattice and self.lattice is not None:
             x = e
             if self.config.lattice_token_norm:
@@ -369,7 +402,7 @@ class TokenInputType:
         vocab = vocab_size(load_tokenizer(tok_file, s.max_tokens))
         conf = StandaloneConfig(vocab_size=vocab, token_dim=s.token_dim, heads=dict(data.dims),
                                 input_teacher=spec.name, lattice=lattice_fields(s), overflow=s.overflow,
-                                max_tokens=s.max_tokens, init=s.token_init)
+                                max_tokens=s.max_tokens, init=s.token_init, position_weights=s.position_weights)
         if s.init_from:
             return TokenStudent(load_init_from(s.init_from, conf), tok_file.parent)
         table = None

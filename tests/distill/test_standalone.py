@@ -255,3 +255,57 @@ def test_lattice_path_receives_gradients_and_moves_off_zero(table):
         diff = st(ids, mask)["t"] - st(ids, mask, use_lattice=False)["t"]
     assert diff.abs().max() > 1e-6
     assert not torch.allclose(diff[0], diff[1])  # text-dependent, not a constant bias
+
+
+def _pos_student(position_weights: str, max_tokens: int = 6, vocab: int = 20) -> StandaloneStudent:
+    torch.manual_seed(0)
+    conf = StandaloneConfig(vocab_size=vocab, token_dim=4, heads={"t": 4}, input_teacher="t", init="random",
+                            max_tokens=max_tokens, position_weights=position_weights)
+    return StandaloneStudent(conf)
+
+
+@pytest.mark.parametrize("kind", ["scalar", "vector"])
+def test_position_weights_start_as_the_plain_mean_and_then_read_word_order(kind):
+    from distill.tokens import mask_of, pad
+
+    plain, st = _pos_student("none"), _pos_student(kind)
+    st.load_state_dict({**plain.state_dict(), "position": st.position.detach()})
+    ids = pad([[3, 5, 7, 9], [9, 5, 7, 3], [4], [1, 2, 3, 4, 5, 6, 7, 8]])  # 8 tokens > max_tokens 6
+    x, m = ids.clamp(min=0), mask_of(ids)
+    torch.testing.assert_close(st.static(x, m), plain.static(x, m))  # weight 1 everywhere: the plain mean
+    torch.testing.assert_close(st.static(x, m)[0], st.static(x, m)[1])  # ... which ignores order
+    with torch.no_grad():
+        st.position.copy_(torch.randn_like(st.position))
+    w = torch.exp(st.position)  # (6, 1 | 4): the weights are the exp of the stored logs, > 0
+    e = st.embed.weight
+    want0 = (w[0] * e[3] + w[1] * e[5] + w[2] * e[7] + w[3] * e[9]) / w[:4].sum(0)
+    torch.testing.assert_close(st.static(x, m)[0], want0)
+    # the swap moves the mean by (w_i - w_j)(e_a - e_b) / sum(w): the first and last token exchanged
+    torch.testing.assert_close(st.static(x, m)[0] - st.static(x, m)[1], (w[0] - w[3]) * (e[3] - e[9]) / w[:4].sum(0))
+    torch.testing.assert_close(st.static(x, m)[2], e[4])  # one token: its row, whatever its weight
+    # past max_tokens every position shares the last weight; padding never counts
+    want3 = (sum(w[i] * e[i + 1] for i in range(6)) + w[5] * (e[7] + e[8])) / (w.sum(0) + 2 * w[5])
+    torch.testing.assert_close(st.static(x, m)[3], want3)
+    torch.testing.assert_close(st.static(pad([[3, 5]]).clamp(min=0), mask_of(pad([[3, 5]])))[0],
+                               st.static(x[:1, :2], m[:1, :2])[0])
+    empty = torch.zeros(1, 3, dtype=torch.long)
+    assert torch.equal(st.static(empty, torch.zeros(1, 3, dtype=torch.bool)), torch.zeros(1, 4))
+    assert st.position.shape == (6, 1 if kind == "scalar" else 4) and not st.is_static_table and plain.is_static_table
+
+
+def test_position_weights_survive_export_and_old_exports_load_without_them(tmp_path, tiny_bert):
+    st = _pos_student("vector", max_tokens=24, vocab=30522)  # the tiny BERT's (MiniLM's) tokenizer
+    with torch.no_grad():
+        st.position.copy_(torch.randn_like(st.position))
+    st.eval()
+    out = export_standalone(st, tiny_bert, tmp_path / "s")
+    enc = Encoder.from_pretrained(out)
+    assert enc.config.position_weights == "vector" and torch.equal(enc.student.position, st.position)
+    texts = ["the cat sat on the mat", "the mat sat on the cat"]
+    got = enc.encode(texts)
+    assert float((got[0] * got[1]).sum()) < 1 - 1e-4  # order matters
+    doc = st.config_doc()
+    del doc["config"]["position_weights"]  # an export written before the field existed
+    assert StandaloneStudent.from_config_doc(doc).config.position_weights == "none"
+    with pytest.raises(ValueError, match="position_weights: 'both' is not one of none, scalar, vector"):
+        StandaloneConfig(vocab_size=20, token_dim=4, heads={"t": 4}, input_teacher="t", position_weights="both")

@@ -19,9 +19,12 @@ from tests.export.conftest import TEXTS, write_export
 
 @pytest.fixture(scope="module")
 def exports(tiny_bert, tmp_path_factory):
-    """{lattice on: run-like dir holding student/} written by the real export code."""
+    """{lattice on (True) / off (False) / off with position weights ("pos"): run-like dir holding
+    student/} written by the real export code."""
     root = tmp_path_factory.mktemp("exports")
-    return {lat: write_export(tiny_bert, root / f"run-{lat}" / "student", lattice=lat).parent for lat in (True, False)}
+    out = {lat: write_export(tiny_bert, root / f"run-{lat}" / "student", lattice=lat).parent for lat in (True, False)}
+    out["pos"] = write_export(tiny_bert, root / "run-pos" / "student", lattice=False, position_weights="vector").parent
+    return out
 
 
 @pytest.fixture(autouse=True)
@@ -33,18 +36,19 @@ def export(run, fmt, out, *extra, capsys=None) -> int:
     return main(["export", str(run), "--format", fmt, "--output", str(out), *extra])
 
 
-@pytest.mark.parametrize("lattice", [True, False], ids=["lattice-on", "lattice-off"])
+@pytest.mark.parametrize("lattice", [True, False, "pos"], ids=["lattice-on", "lattice-off", "position-weights"])
 def test_sentence_transformers_round_trip(exports, lattice, tmp_path):
     from sentence_transformers import SentenceTransformer
 
     run, out = exports[lattice], tmp_path / "st"
     assert export(run, "sentence-transformers", out) == 0
     enc = Encoder.from_pretrained(run)
-    model = SentenceTransformer(str(out), device="cpu", trust_remote_code=lattice)
+    module = lattice is not False  # a lattice or position weights: not a plain StaticEmbedding table
+    model = SentenceTransformer(str(out), device="cpu", trust_remote_code=module)
     for bs in (1, 3, 64):
         np.testing.assert_allclose(model.encode(TEXTS, batch_size=bs), enc.encode(TEXTS), atol=1e-5, rtol=0)
     types = [m["type"] for m in json.loads((out / "modules.json").read_text())]
-    if lattice:
+    if module:
         assert types[0] == "distill.export.st.LatticeStudentModule" and types[1].endswith("Normalize")
         with pytest.raises(ValueError, match="trust_remote_code"):  # sentence-transformers >= 6 asks for it
             SentenceTransformer(str(out), device="cpu")
@@ -105,10 +109,14 @@ def test_model2vec_round_trip_and_refusal(exports, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --format model2vec: a Model2Vec model is a static table")
     assert not (tmp_path / "no").exists() and not list(tmp_path.glob(".tmp-*"))
+    assert export(exports["pos"], "model2vec", tmp_path / "no") == 2  # a table cannot weight by position
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "weights tokens by position (position_weights: vector)" in err[0], err
+    assert not (tmp_path / "no").exists() and not list(tmp_path.glob(".tmp-*"))
 
 
 @pytest.mark.slow  # a subprocess / a torch.onnx export (~20 s)
-@pytest.mark.parametrize("lattice", [True, False], ids=["lattice-on", "lattice-off"])
+@pytest.mark.parametrize("lattice", [True, False, "pos"], ids=["lattice-on", "lattice-off", "position-weights"])
 def test_onnx_round_trip(exports, lattice, tmp_path):
     import onnxruntime as ort
 

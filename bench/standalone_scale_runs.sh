@@ -112,10 +112,16 @@ done
 run cz-1m-lr5-s0 1000000 $static run.seed=0 $(pass 15600)
 
 # Word order (docs/benchmarks/standalone.md "Word order"): the recipe on the first 30k sentences, two
-# passes (470 corpus steps), with and without student.position_weights, seeds 0 and 1; measured with
+# passes (470 corpus steps), with and without student.position_weights, seeds 0 and 1 (the 100k
+# runs below: bench/results/standalone_position_100k.json); measured with
 #   python bench/standalone_scale.py --runs "static/30k-s0=$RUNS/r30k-static-s0" ... --out bench/results/standalone_position.json
 # The order-loss and position screens are bench/standalone_probe.py arms (bench/results/standalone_order_probe.json).
 for seed in 0 1; do
   run r30k-static-s$seed 30000 $static run.seed=$seed $(pass 470)
   run r30k-pos-s$seed 30000 $static run.seed=$seed $(pass 470) student.position_weights=vector
+done
+# ... and on the first 100k, two passes (1562 corpus steps), seeds 0 and 1.
+for seed in 0 1; do
+  run r100k-static-s$seed 100000 $static run.seed=$seed $(pass 1562)
+  run r100k-pos-s$seed 100000 $static run.seed=$seed $(pass 1562) student.position_weights=vector
 done

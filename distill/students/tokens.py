@@ -12,9 +12,10 @@ teacher space out, no teacher needed.
       y[name] = head[name](z)                          (B, dim_name)       one linear head per teacher
 
 ``position_weights`` (``none`` | ``scalar`` | ``vector``): ``w`` is 1, or a learned weight per
-token position (one scalar, or one per dimension, for positions ``0 .. max_tokens - 1``; stored as
-its log, so it stays positive), starting at 1 (= the plain mean). A position-weighted mean reads word order at the static path's cost: a swap
-of the tokens at positions i and j moves ``s`` by ``(w[i] - w[j]) (e_a - e_b) / sum(w)``.
+token position (one scalar, or one per dimension, for positions ``0 .. max_tokens - 1``; stored
+as its log, so it stays positive), starting at 1 (= the plain mean). A position-weighted mean
+reads word order at the static path's cost: a swap of the tokens at positions i and j moves ``s``
+by ``(w[i] - w[j]) (e_a - e_b) / sum(w)``.
 
 With ``lattice=None`` (or ``use_lattice=False`` in a forward) the model is exactly the static
 path: the ablation "lattice off" uses the same table and the same heads. The lattice's readout is

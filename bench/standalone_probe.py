@@ -271,10 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     lattice = config_lattice(args.lattice_set) if args.lattice else None
     net = static_student(table, base.mean, base.components, lattice, args.position)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
-    steps, warm = int(args.passes * len(ids) / args.batch), 20
+    steps, warm = int(args.passes * len(texts) / args.batch), 20
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    order = np.concatenate([rng.permutation(len(ids)) for _ in range(math.ceil(args.passes) + 1)])
+    order = np.concatenate([rng.permutation(len(texts)) for _ in range(math.ceil(args.passes) + 1)])
     order_loss_sum = 0.0
     t1 = time.time()
     for step in range(steps):
@@ -315,15 +315,15 @@ def main(argv: list[str] | None = None) -> int:
     # validation: the next VAL corpus sentences (never trained on), mean cosine to the teacher's
     val_cos = float(F.cosine_similarity(torch.from_numpy(encode(val_texts)), y_val, dim=-1).mean())
     from bench import standalone_data as SD
-    from bench.standalone_scale import order_distances, order_stats
+    from bench.standalone_scale import order_stats
 
     data = Data(False)
     r = measure(data, encode, None, False)
-    ref = order_distances(lambda t: SD.teacher_embed(list(t)), data.order)  # MiniLM's, cached on disk
-    r.update(order_stats(r.pop("_order"), ref))
     first, second = [p[0] for p in data.order], [p[1] for p in data.order]
-    r["order_alignment"] = move_alignment(encode(first), encode(second), SD.teacher_embed(first),
-                                          SD.teacher_embed(second))
+    a, b = encode(first), encode(second)
+    ta, tb = SD.teacher_embed(first), SD.teacher_embed(second)  # MiniLM's unit rows, cached on disk
+    r.update(order_stats(r.pop("_order"), 1.0 - (ta * tb).sum(1)))  # the student's: measure's
+    r["order_alignment"] = move_alignment(a, b, ta, tb)
     r["val_cosine"] = val_cos
     r.update(config={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
              words_added=len(words), vocabulary=len(table), steps=steps, prep_s=round(prep_s, 1),

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import gc
+import importlib
 import inspect
 import json
 import logging
@@ -109,6 +110,27 @@ def _hf_deepspeed(ds_config: Optional[dict]) -> Iterator[None]:
     finally:
         hf_ds._hf_deepspeed_config_weak_ref = previous
         del holder
+
+
+def _skip_cpu_shm_comm_build() -> None:
+    """On a CPU job, keep DeepSpeed from compiling its shared-memory all-reduce op.
+
+    DeepSpeed's comm backend, when it starts on the CPU accelerator, JIT-compiles
+    ``deepspeed_shm_comm`` with the system C++ compiler (``build_shm_op``): about two minutes of
+    g++ on a 2-core machine the first time, and an error on a machine without a compiler. Only
+    ``inference_all_reduce`` (DeepSpeed-Inference's tensor parallelism) calls that op; a ZeRO-3
+    teacher all-gathers its parameters through ``torch.distributed``, and with no op every
+    collective takes that path (DeepSpeed guards each use of it with ``is None``). GPU
+    accelerators build nothing here, so they are left alone.
+    """
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() != "cpu":
+        return
+    # importlib, not `import deepspeed.comm.torch as m`: the package's `torch` attribute is torch itself.
+    backend = importlib.import_module("deepspeed.comm.torch")
+    if callable(getattr(backend, "build_shm_op", None)):
+        backend.build_shm_op = lambda: None
 
 
 def _is_causal(config) -> bool:
@@ -363,6 +385,7 @@ def load_teacher(spec: TeacherSpec, device: Union[str, torch.device] = "cpu", *,
         if shard == "zero3":
             import deepspeed
 
+            _skip_cpu_shm_comm_build()
             deepspeed.init_distributed()  # reuses the process group created above / by Accelerate
             cfg = zero3_inference_config(spec.dtype, ds_config)
             with _hf_deepspeed(cfg):

@@ -1,12 +1,14 @@
-"""Bad input, tried broadly, through the real CLI (`python -m distill ...` in a subprocess).
+"""Bad input, tried broadly, through the real CLI (`python -m distill ...` in a process of its own).
 
 Every case must end with exit status 2, exactly one ``error:`` line on stderr that names the
 problem (the key path, file and line, run directory or checkpoint), no traceback, and no new or
 changed file anywhere: not in the case's own directory (where its run directory would go), not
 in the shared target store, teacher or data, not in the trained run some cases point at.
 
-The cases run a few at a time (each is mostly interpreter start-up); every case has its own
-directory, so a file a case wrote is attributed to it.
+Every case has its own directory, so a file a case wrote is attributed to it. A case's process is
+forked from one interpreter that imported torch and the CLI once (tests/forkrun.py): start-up was
+most of a case's time. ``test_forked_cases_match_a_fresh_interpreter`` runs some cases again as
+plain ``python -m distill`` subprocesses and checks that they end the same way.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import copy
 import json
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import yaml
 
 from tests.conftest import snapshot
 from tests.distill.e2e import distill_cmd, run
+from tests.forkrun import ForkRunner
 from tests.reliability.conftest import THREADS
 from tests.reliability.test_safety import make_custom_code_model
 
@@ -217,7 +219,8 @@ def _fill(text: str, case: Path, shared: Path, baseline) -> str:
     return text.replace("{case}", str(case)).replace("{shared}", str(shared)).replace("{baseline}", str(baseline.root))
 
 
-def _run_case(c: Case, root: Path, shared: Path, baseline, base_cfg: dict):
+def _case_args(c: Case, root: Path, shared: Path, baseline, base_cfg: dict) -> tuple[Path, list[str]]:
+    """Make the case's directory (its config, its setup) and return it with the CLI arguments."""
     case = root / c.id.replace(" ", "_").replace("'", "").replace(":", "").replace("/", "")
     case.mkdir()
     cfg = copy.deepcopy(base_cfg)
@@ -238,8 +241,13 @@ def _run_case(c: Case, root: Path, shared: Path, baseline, base_cfg: dict):
     else:
         sets = [_fill(s, case, shared, baseline) for s in c.sets if s != "--resume"]
         args = ["train", str(cfg_path)] + (["--set", *sets] if sets else []) + (["--resume"] if "--resume" in c.sets else [])
+    return case, args
+
+
+def _run_case(c: Case, root: Path, shared: Path, baseline, base_cfg: dict, runner: ForkRunner):
+    case, args = _case_args(c, root, shared, baseline, base_cfg)
     before = snapshot(case)
-    r = run(distill_cmd(*args), cwd=case, timeout=300, env=THREADS)
+    r = runner.run(args, cwd=case, timeout=300)
     return case, before, snapshot(case), r
 
 
@@ -251,9 +259,8 @@ def results(baseline, tmp_path_factory):
     base_cfg = yaml.safe_load(baseline.config.read_text())
     watched = {"shared": shared, "baseline": baseline.root}
     before = {k: snapshot(p) for k, p in watched.items()}
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {c.id: pool.submit(_run_case, c, root, shared, baseline, base_cfg) for c in CASES}
-        out = {k: f.result() for k, f in futures.items()}
+    with ForkRunner(env=THREADS) as runner:
+        out = {c.id: _run_case(c, root, shared, baseline, base_cfg, runner) for c in CASES}
     after = {k: snapshot(p) for k, p in watched.items()}
     return out, before, after, shared
 
@@ -288,3 +295,26 @@ def test_bad_input_exits_2_with_one_clear_message_and_writes_nothing(results, c,
         changed = [p for p in _diff(before[k], after[k]) if Path(p).name not in STORE_BOOKKEEPING]
         assert changed == [], f"files changed under {k}"
     assert not (shared / "PWNED").exists()  # the custom-code teacher's code never ran
+
+
+# One case of each kind: a config value, a teacher, a data file, a checkpoint, argparse.
+FRESH = ["wrong type: integer", "missing teacher path", "data: invalid UTF-8",
+         "resume: checkpoint of another lattice shape", "unknown subcommand"]
+
+
+@pytest.mark.parametrize("case_id", FRESH)
+def test_forked_cases_match_a_fresh_interpreter(results, case_id, baseline, tmp_path):
+    """The fork server is the CLI as a user runs it: the same case in a new `python -m distill`
+    process exits with the same status and prints the same error line."""
+    out, _, _, shared = results
+    forked = out[case_id][3]
+    c = next(c for c in CASES if c.id == case_id)
+    case, args = _case_args(c, tmp_path, shared, baseline, yaml.safe_load(baseline.config.read_text()))
+    fresh = run(distill_cmd(*args), cwd=case, timeout=300, env=THREADS)
+
+    def error_line(r):
+        return [line.replace(str(case), "{case}") for line in r.stderr.splitlines() if "error:" in line]
+
+    forked_line = [line.replace(str(out[case_id][0]), "{case}") for line in forked.stderr.splitlines()
+                   if "error:" in line]
+    assert (fresh.returncode, error_line(fresh)) == (forked.returncode, forked_line), fresh.stderr[-3000:]

@@ -2,6 +2,7 @@
 Writes its partition size and the embeddings it got to <out>/rank<r>.pt."""
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ def main():
     spec = TeacherSpec(name="smollm2", model=args.model, pooling="last", padding_side="left", max_length=128,
                        query_prefix="Question: ", batch_size=8, shard="zero3")
     t = load_teacher(spec)
+    backend = importlib.import_module("deepspeed.comm.comm").cdb  # the comm backend ZeRO-3 started
     result = {
         "shard": t.shard,
         "local": t.local_parameter_count(),
@@ -34,6 +36,8 @@ def main():
         # Every rank passes all texts; each embeds half; all get all rows in input order.
         "emb": t.encode(json.loads(args.texts), "query", split=True),
         "forward_calls": t.forward_calls,
+        # DeepSpeed's CPU shared-memory all-reduce op is never compiled (load_teacher skips it).
+        "shm_op": getattr(backend, "shm_comm_op", "no backend"),
     }
     t.close()
     torch.save(result, Path(args.out) / f"rank{dist.get_rank()}.pt")

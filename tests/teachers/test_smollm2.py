@@ -158,6 +158,7 @@ def test_smollm2_zero3_two_processes_equals_unsharded(smol_cache, tmp_path):
            "--texts", json.dumps(TEXTS)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=800, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    assert "shm_comm" not in proc.stdout + proc.stderr
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
     ref = load_teacher(smol(pooling="last", padding_side="left", query_prefix="Question: "))
@@ -168,5 +169,6 @@ def test_smollm2_zero3_two_processes_equals_unsharded(smol_cache, tmp_path):
         # ceil(numel / 2) per parameter on each rank: about half, never a whole copy.
         assert full / 2 <= res["local"] <= full / 2 + res["n_params"]
         assert res["placeholders"]
+        assert res["shm_op"] is None  # a comm backend started, without compiling DeepSpeed's shm op
         torch.testing.assert_close(res["emb"], want, atol=1e-4, rtol=0)
     assert ranks[0]["forward_calls"] == ranks[1]["forward_calls"]

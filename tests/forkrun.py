@@ -93,11 +93,13 @@ def _child(req: dict) -> None:
         os.chdir(req["cwd"])
         sys.path[0] = os.getcwd()  # as `python -m` puts the working directory first
         os.environ.update(req["env"])
-        for fd, path in ((1, req["out"]), (2, req["err"])):
-            f = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        # fd 0 is the server's request pipe: the command (and anything it starts) reads /dev/null.
+        for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, req["out"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC),
+                                (2, req["err"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
+            f = os.open(path, flags, 0o644)
             os.dup2(f, fd)
             os.close(f)
-        sys.stdin = open(os.devnull)  # noqa: SIM115 (the child exits below)
+        sys.stdin = open(0, closefd=False)  # noqa: SIM115 (the child exits below)
         sys.argv = ["distill", *req["argv"]]
         try:
             runpy.run_module("distill", run_name="__main__", alter_sys=True)

@@ -15,6 +15,24 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def pytest_configure(config):
+    """Under pytest-xdist, each worker and every process a test starts (they inherit the
+    environment) gets its share of the cores: on the 2-core CI machine with 2 workers, one
+    intra-op thread. More threads than cores only contend (OpenMP threads spin at their barriers).
+    Set in the controller before it starts the workers; thread counts the user exported win."""
+    n = getattr(config.option, "numprocesses", None)
+    if "PYTEST_XDIST_WORKER" in os.environ or not isinstance(n, int) or n < 1:
+        return
+    if any(var in os.environ for var in THREAD_VARS):
+        return
+    share = str(max(1, (os.cpu_count() or 1) // n))
+    for var in THREAD_VARS:
+        os.environ[var] = share
+
+
 def run_cli(args, cwd, timeout=600, env=None):
     """Run the real `distill` console entry point in a subprocess."""
     e = dict(os.environ)

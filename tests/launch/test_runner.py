@@ -65,7 +65,8 @@ def test_children_are_stopped_when_the_launcher_is_killed(tmp_path):
         launcher.send_signal(signal.SIGKILL)
         launcher.wait()
         deadline = time.monotonic() + 10
-        while not got.exists() and time.monotonic() < deadline:
+        # `echo term > got` creates the file before it writes: wait for the word, not the file.
+        while not (got.exists() and got.read_text().strip()) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert got.read_text().strip() == "term"
     finally:

@@ -13,9 +13,9 @@ DEEPSPEED_SPEC ?= deepspeed
 CONFIG ?= configs/default.yaml
 PYTEST_ARGS ?=
 # Test files run in this many pytest-xdist worker processes, each file whole in one worker
-# (--dist loadfile: module fixtures are built once). Most of the suite waits on subprocesses
-# (CLI runs, 2-rank jobs, rendezvous timeouts), so 2 workers take the 2-core CI machine's suite
-# from 13.5 to 9 minutes. 0 = no workers (one process, in file order).
+# (--dist loadfile: module fixtures are built once), each with its share of the cores as intra-op
+# threads (tests/conftest.py). On a 2-core machine without AVX-512 the suite took 13:50 with 2
+# workers (2026-12-04). 0 = no workers (one process, in file order).
 TEST_WORKERS ?= 2
 
 .PHONY: install train test lint bench mpnet clean-venv docs docs-serve docs-reference test-docs-long

@@ -3,8 +3,8 @@
 A test that runs the CLI dozens of times (tests/reliability/test_bad_input.py) spends most of
 each run importing torch, transformers and accelerate. :class:`ForkRunner` starts one server
 process that imports them once and then *forks* a child per request: the child changes to the
-request's directory, updates its environment, points file descriptors 1 and 2 at files and runs
-``distill/__main__.py`` as ``python -m distill`` would (``runpy``, ``sys.argv`` set), so the
+request's directory, updates its environment, reads /dev/null on fd 0, writes fds 1 and 2 to
+files and runs ``distill/__main__.py`` as ``python -m distill`` would (``runpy``, ``sys.argv``), so the
 command's exit status, stdout and stderr are a real process's. An exception that escapes prints
 its traceback and exits 1, as the interpreter does.
 

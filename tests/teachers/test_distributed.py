@@ -85,3 +85,21 @@ def test_zero3_two_processes_torchrun_then_accelerate(tiny_models, tmp_path):
                                        atol=1e-5, rtol=0)
     assert sum(res["stats"]["embedded_rows"]["enc"] for res in ranks) == 13  # only the new answers
     assert len(TargetStore(store).spaces()) == 4  # the new answers joined the answer spaces
+
+
+def test_a_cpu_job_never_compiles_deepspeeds_shared_memory_op():
+    """load_teacher's ZeRO-3 path disables DeepSpeed's JIT build of ``deepspeed_shm_comm`` on CPU
+    (two minutes of g++ per fresh machine, for an op a ZeRO-3 teacher never calls). If DeepSpeed
+    renames or moves ``build_shm_op``, this fails instead of the skip silently doing nothing."""
+    import importlib
+
+    from teachers.teacher import _skip_cpu_shm_comm_build
+
+    backend = importlib.import_module("deepspeed.comm.torch")
+    original = backend.build_shm_op
+    try:
+        _skip_cpu_shm_comm_build()
+        assert backend.build_shm_op is not original
+        assert backend.build_shm_op() is None  # TorchBackend then keeps shm_comm_op None
+    finally:
+        backend.build_shm_op = original

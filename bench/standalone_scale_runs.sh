@@ -125,3 +125,8 @@ for seed in 0 1; do
   run r100k-static-s$seed 100000 $static run.seed=$seed $(pass 1562)
   run r100k-pos-s$seed 100000 $static run.seed=$seed $(pass 1562) student.position_weights=vector
 done
+# Four passes at 100k (3124 corpus steps), seeds 0 and 1, against the two-pass runs above
+# (docs/benchmarks/standalone.md "Post-hoc ..., and more passes"; bench/results/standalone_passes_100k.json).
+for seed in 0 1; do
+  run r100k-4p-s$seed 100000 $static run.seed=$seed $(pass 3124)
+done

@@ -42,7 +42,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import standalone_data as SD  # noqa: E402
-from bench.standalone import dolly_scores, sts_scores, trec_scores  # noqa: E402
 from fileio import write_text_atomic  # noqa: E402
 
 CORPUS = Path("/work/shared/data/corpus_1m.jsonl.gz")
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "standalone_posthoc.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
-    from bench.standalone_scale import Data
+    from bench.standalone_scale import Data, measure
     from distill.encoder import Encoder
 
     enc = Encoder.from_pretrained(args.run)
@@ -112,17 +111,14 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     train, val = read_lines(args.corpus, args.train_lines, HELD)
     table = enc.student.embed.weight.detach().clone()
-    counts = np.zeros(table.shape[0])
-    for i in range(0, len(train), 4096):
-        for ids in enc.tokenize(train[i:i + 4096]):
-            np.add.at(counts, ids, 1)
+    ids = [i for k in range(0, len(train), 4096) for row in enc.tokenize(train[k:k + 4096]) for i in row]
+    counts = np.bincount(ids, minlength=table.shape[0])
     teacher_val = SD.teacher_embed(val)  # L2-normalised MiniLM rows (cached on disk)
     rng = np.random.default_rng(0)
     ia, ib = rng.integers(0, len(val), 3000), rng.integers(0, len(val), 3000)
     ia, ib = ia[ia != ib], ib[ia != ib]
     teacher_pairs = (teacher_val[ia] * teacher_val[ib]).sum(1)
     data = Data(quick=False)
-    q, a = data.dolly_test
     from scipy.stats import spearmanr
 
     results = []
@@ -137,11 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             return remove(_raw(enc, texts), mu, u)
 
         v = e(val)
+        m = measure(data, e, None, False)  # STS, Dolly sym, TREC dev as bench/standalone_scale.py measures them
         row = {"sif_alpha": alpha, "removed_pcs": k,
                "val_pair_spearman": float(spearmanr((v[ia] * v[ib]).sum(1), teacher_pairs).correlation),
                "val_cos_to_minilm": float((v * teacher_val).sum(1).mean()) if k is None else None,
-               "sts": sts_scores(e, data.sts)["mean"], "dolly_sym_r1": dolly_scores(e, q, e(a))["r1"],
-               "trec_map": trec_scores(e, e, data.trec)["map"]}
+               "sts": m["sts"]["mean"], "dolly_sym_r1": m["dolly_sym"]["r1"], "trec_map": m["trec_dev"]["map"]}
         results.append(row)
         print(json.dumps(row), flush=True)
     doc = {"command": shlex.join(["python", "bench/standalone_posthoc.py", *(argv if argv is not None else sys.argv[1:])]),

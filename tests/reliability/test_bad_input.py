@@ -312,9 +312,8 @@ def test_forked_cases_match_a_fresh_interpreter(results, case_id, baseline, tmp_
     case, args = _case_args(c, tmp_path, shared, baseline, yaml.safe_load(baseline.config.read_text()))
     fresh = run(distill_cmd(*args), cwd=case, timeout=300, env=THREADS)
 
-    def error_line(r):
-        return [line.replace(str(case), "{case}") for line in r.stderr.splitlines() if "error:" in line]
+    def error_lines(r, case_dir: Path) -> list[str]:  # the case's own directory written as {case}
+        return [line.replace(str(case_dir), "{case}") for line in r.stderr.splitlines() if "error:" in line]
 
-    forked_line = [line.replace(str(out[case_id][0]), "{case}") for line in forked.stderr.splitlines()
-                   if "error:" in line]
-    assert (fresh.returncode, error_line(fresh)) == (forked.returncode, forked_line), fresh.stderr[-3000:]
+    assert ((fresh.returncode, error_lines(fresh, case))
+            == (forked.returncode, error_lines(forked, out[case_id][0]))), fresh.stderr[-3000:]

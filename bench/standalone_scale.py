@@ -341,6 +341,12 @@ def space_encoder(enc, space: str | None):
     return joint
 
 
+def row_space(enc, space: str | None) -> str:
+    """The space a ``--runs`` entry is measured in: its ``@SPACE``, else the export's default (its
+    input teacher's, what ``Encoder.encode`` returns without ``space=``; not the first head's)."""
+    return space or enc.config.input_teacher
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", nargs="+", metavar="NAME=PATH[@SPACE]",
@@ -425,12 +431,13 @@ def main(argv: list[str] | None = None) -> int:
     rows[POTION] = {"kind": "baseline", **measure(data, potion_enc, minilm_a, False)}
     for name, enc in encs.items():
         run = run_dir_of(runs[name][0])
+        space = row_space(enc, runs[name][1])
         rows[name] = {"kind": "student", "path": str(runs[name][0]), "export": str(enc.path), "load": loaded[name][1],
-                      "spaces": list(enc.spaces), "space": runs[name][1] or enc.spaces[0], "asymmetric": None,
+                      "spaces": list(enc.spaces), "space": space, "asymmetric": None,
                       "lattice": enc.config.lattice is not None,
                       "corpus": corpus_size(run), "dolly_split_check": dolly_split_check(run),
                       # q->MiniLM a compares with MiniLM's answers: only a student's MiniLM space can
-                      **measure(data, fns_of[name], minilm_a, (runs[name][1] or enc.spaces[0]) == "minilm")}
+                      **measure(data, fns_of[name], minilm_a, space == "minilm")}
         print(name, f"{time.perf_counter() - t0:.0f}s", flush=True)
     ref = rows[MINILM]["_order"]
     for r in rows.values():

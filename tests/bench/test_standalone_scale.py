@@ -109,3 +109,13 @@ def test_concat_space_joins_the_normalised_spaces():
     assert np.allclose(SS.space_encoder(Enc(), "mpnet")(["x"]), [[0, 0, 1]])
     with pytest.raises(ValueError, match="not one of the export's spaces"):
         SS.space_encoder(Enc(), "bge")
+
+
+def test_a_run_without_space_is_measured_in_its_input_teachers_space():
+    class Enc:  # a two-head student that reads MPNet's tokens: its heads list MiniLM's first
+        spaces = ["minilm", "mpnet"]
+        config = type("C", (), {"input_teacher": "mpnet"})()
+
+    assert SS.row_space(Enc(), None) == "mpnet"
+    assert SS.row_space(Enc(), "minilm") == "minilm"
+    assert SS.row_space(Enc(), "concat") == "concat"

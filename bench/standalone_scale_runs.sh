@@ -79,9 +79,20 @@ mp() {  # mp NAME CONFIG [overrides...]
   distill train "$cfg" --resume --set "${common[@]}" run.name="$name" stages[0].data.max_pairs=20000 $static $(pass 600) "$@"
 }
 mp one-20k "$CFG" $was
-mp two-20k "$MP"
+mp two-20k "$MP" $was
 mp mp-20k "$CFG" "teachers=[{name: mpnet, preset: mpnet, max_length: 128}]" $was
-mp two-20k-center "$MP" loss.target_norm=center
+mp two-20k-center "$MP" loss.target_norm=center $was
+# ... and on 30k sentences with the recipe as shipped (two passes = 470 corpus steps), seeds 0 and 1,
+# against r30k-static-s0/s1 below (MiniLM alone): MPNet alone, and MiniLM + MPNet. MPNet embedded
+# 5 rows/s per process here (two processes: the 30k corpus rows in 57 min, Dolly's after them).
+# python bench/standalone_scale.py --runs ... --out bench/results/standalone_mpnet_30k.json
+distill embed "$MP" --set "${common[@]}" stages[0].data.max_pairs=30000
+for seed in 0 1; do
+  run mp30k-s$seed 30000 $static run.seed=$seed $(pass 470) "teachers=[{name: mpnet, preset: mpnet, max_length: 128}]"
+  distill train "$MP" --resume --set "${common[@]}" run.name=two30k-s$seed stages[0].data.max_pairs=30000 run.seed=$seed $(pass 470)
+  distill train "$MP" --resume --set "${common[@]}" run.name=twomp30k-s$seed stages[0].data.max_pairs=30000 run.seed=$seed $(pass 470) \
+    student.input_teacher=mpnet   # the same two teachers, the student reading MPNet's tokens
+done
 
 # Composition (the order probe): the lattice student on the first 100k sentences plus 30k of them
 # with two words swapped (bench.standalone_scale.swap_two_words, seed 1), each text its own

@@ -92,6 +92,10 @@ for seed in 0 1; do
   distill train "$MP" --resume --set "${common[@]}" run.name=two30k-s$seed stages[0].data.max_pairs=30000 run.seed=$seed $(pass 470)
   distill train "$MP" --resume --set "${common[@]}" run.name=twomp30k-s$seed stages[0].data.max_pairs=30000 run.seed=$seed $(pass 470) \
     student.input_teacher=mpnet   # the same two teachers, the student reading MPNet's tokens
+  # token width 512 (MPNet's 768-d token embeddings PCA'd; MiniLM's 384 cannot give 512):
+  # bench/results/standalone_mpnet_width_30k.json
+  run mp512-30k-s$seed 30000 $static run.seed=$seed $(pass 470) "teachers=[{name: mpnet, preset: mpnet, max_length: 128}]" \
+    student.token_dim=512
 done
 
 # Composition (the order probe): the lattice student on the first 100k sentences plus 30k of them

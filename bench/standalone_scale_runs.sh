@@ -73,6 +73,7 @@ run st-300k-center 300000 $static $(pass 2344) loss.target_norm=center $was
 # A second teacher (all-mpnet-base-v2; `make mpnet` first): 20k corpus sentences, 600 corpus steps,
 # MiniLM alone, MiniLM + MPNet, MPNet alone. MPNet embeds ~10 rows/s on one busy core: fill first.
 MP=$ROOT/configs/experiments/standalone_corpus_mpnet.yaml
+MPNET_ONLY="teachers=[{name: mpnet, preset: mpnet, max_length: 128}]"   # with $CFG: MPNet alone
 distill embed "$MP" --set "${common[@]}" stages[0].data.max_pairs=20000
 mp() {  # mp NAME CONFIG [overrides...]
   local name=$1 cfg=$2; shift 2
@@ -80,22 +81,24 @@ mp() {  # mp NAME CONFIG [overrides...]
 }
 mp one-20k "$CFG" $was
 mp two-20k "$MP" $was
-mp mp-20k "$CFG" "teachers=[{name: mpnet, preset: mpnet, max_length: 128}]" $was
+mp mp-20k "$CFG" "$MPNET_ONLY" $was
 mp two-20k-center "$MP" loss.target_norm=center $was
 # ... and on 30k sentences with the recipe as shipped (two passes = 470 corpus steps), seeds 0 and 1,
 # against r30k-static-s0/s1 below (MiniLM alone): MPNet alone, and MiniLM + MPNet. MPNet embedded
 # 5 rows/s per process here (two processes: the 30k corpus rows in 57 min, Dolly's after them).
 # python bench/standalone_scale.py --runs ... --out bench/results/standalone_mpnet_30k.json
 distill embed "$MP" --set "${common[@]}" stages[0].data.max_pairs=30000
+two30k() {  # two30k NAME SEED [overrides...]: MiniLM + MPNet, 30k sentences, two passes
+  local name=$1 seed=$2; shift 2
+  distill train "$MP" --resume --set "${common[@]}" run.name="$name" stages[0].data.max_pairs=30000 run.seed="$seed" $(pass 470) "$@"
+}
 for seed in 0 1; do
-  run mp30k-s$seed 30000 $static run.seed=$seed $(pass 470) "teachers=[{name: mpnet, preset: mpnet, max_length: 128}]"
-  distill train "$MP" --resume --set "${common[@]}" run.name=two30k-s$seed stages[0].data.max_pairs=30000 run.seed=$seed $(pass 470)
-  distill train "$MP" --resume --set "${common[@]}" run.name=twomp30k-s$seed stages[0].data.max_pairs=30000 run.seed=$seed $(pass 470) \
-    student.input_teacher=mpnet   # the same two teachers, the student reading MPNet's tokens
+  run mp30k-s$seed 30000 $static run.seed=$seed $(pass 470) "$MPNET_ONLY"
+  two30k two30k-s$seed $seed
+  two30k twomp30k-s$seed $seed student.input_teacher=mpnet   # the same two teachers, the student reading MPNet's tokens
   # token width 512 (MPNet's 768-d token embeddings PCA'd; MiniLM's 384 cannot give 512):
   # bench/results/standalone_mpnet_width_30k.json
-  run mp512-30k-s$seed 30000 $static run.seed=$seed $(pass 470) "teachers=[{name: mpnet, preset: mpnet, max_length: 128}]" \
-    student.token_dim=512
+  run mp512-30k-s$seed 30000 $static run.seed=$seed $(pass 470) "$MPNET_ONLY" student.token_dim=512
 done
 
 # Composition (the order probe): the lattice student on the first 100k sentences plus 30k of them

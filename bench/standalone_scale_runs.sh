@@ -148,3 +148,9 @@ done
 for seed in 0 1; do
   run r100k-4p-s$seed 100000 $static run.seed=$seed $(pass 3124)
 done
+# A pooled MLP (student.pooled_mlp: a residual MLP on the mean, before the head; a deep-averaging
+# network) at 100k, two passes, seeds 0 and 1, against r100k-static-s0/s1 above
+# (docs/benchmarks/standalone.md "A pooled MLP"; bench/results/standalone_pooled_mlp_100k.json).
+for seed in 0 1; do
+  run r100k-mlp512-s$seed 100000 $static run.seed=$seed $(pass 1562) student.pooled_mlp=512
+done

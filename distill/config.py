@@ -219,6 +219,10 @@ class StudentSection:
     # weight per token position, one scalar (scalar) or one per dimension (vector), each starting at
     # 1. It reads word order at the static path's speed (docs/benchmarks/standalone.md).
     position_weights: Literal["none", "scalar", "vector"] = "none"
+    # input=tokens: the hidden width of a residual MLP on the pooled vector, before the heads
+    # (z + W2 gelu(W1 layernorm(z)), W2 starting at zero: a deep-averaging network); 0 = none, the
+    # heads read the mean directly (a static table). It reads which tokens occur together, not order.
+    pooled_mlp: int = 0
     # input=tokens: texts longer than the input face: fold (wrap around, cells average) | truncate.
     overflow: Literal["fold", "truncate"] = "fold"
     # input=tokens: tokens kept per text (longer texts are truncated there, in training and encode).
@@ -247,6 +251,8 @@ class StudentSection:
             raise ValueError(f"token_dim: must be >= 1, got {self.token_dim!r}")
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens: must be >= 1, got {self.max_tokens!r}")
+        if self.pooled_mlp < 0:
+            raise ValueError(f"pooled_mlp: must be >= 0 (0 = none), got {self.pooled_mlp!r}")
         from distill.students import student_type
 
         if self.init_from is not None and not student_type(self.input).starts_from_export:
@@ -255,6 +261,9 @@ class StudentSection:
         if self.position_weights != "none" and student_type(self.input).reads_teacher_input:
             raise ValueError(f"position_weights: {self.position_weights!r} weights token positions, and only a "
                              "token-input (standalone) student reads tokens; set student.input=tokens")
+        if self.pooled_mlp and student_type(self.input).reads_teacher_input:
+            raise ValueError(f"pooled_mlp: {self.pooled_mlp!r} is an MLP on the mean of the token rows, and only a "
+                             "token-input (standalone) student has one; set student.input=tokens or pooled_mlp=0")
 
 
 @dataclass

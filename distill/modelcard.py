@@ -143,6 +143,8 @@ def _student_section(enc, space: str) -> list[str]:
             f"| exported space | {space} |",
             f"| max tokens | {c.max_tokens} (longer texts are truncated; no special tokens) |",
             f"| static mean | {'plain' if c.position_weights == 'none' else 'weighted by token position (' + c.position_weights + ')'} |"]
+    if c.pooled_mlp:
+        out.append(f"| pooled MLP | residual, hidden width {c.pooled_mlp} |")
     if lattice:
         lat = c.lattice
         shape = "x".join(str(lat.get(k, "?")) for k in ("depth", "height", "width"))

@@ -30,6 +30,10 @@ def refuse(enc: Encoder) -> str | None:
         return (f"a Model2Vec model is a static table (a plain mean of token rows), and this student weights tokens "
                 f"by position (position_weights: {enc.config.position_weights}), which a table cannot express; "
                 "export it as sentence-transformers or onnx")
+    if enc.student.mlp is not None:
+        return (f"a Model2Vec model is a static table (a plain mean of token rows), and this student runs an MLP on "
+                f"the mean (pooled_mlp: {enc.config.pooled_mlp}), which a table cannot express; "
+                "export it as sentence-transformers or onnx")
     return None
 
 

@@ -87,6 +87,8 @@ class SentenceGraph(nn.Module):
             state = face.new_zeros(input_ids.shape[0], c.depth, c.height, c.width, c.channels)
             state = lat.write_face(state, face)
             z = z + lat._run_from(state, face, c.steps, (), occupied=occupied).output
+        if st.mlp is not None:
+            z = z + st.mlp(z)
         return nn.functional.normalize(self.head(z), dim=-1)
 
 

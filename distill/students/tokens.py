@@ -85,6 +85,9 @@ class StandaloneConfig:
     # The static path's mean: plain (none) or weighted by a learned weight per token position
     # (scalar, or vector: one per dimension). Exports from before the field read as none.
     position_weights: str = "none"
+    # The hidden width of the residual MLP on the pooled vector (0 = none). Exports from before the
+    # field read as 0.
+    pooled_mlp: int = 0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -98,6 +101,8 @@ class StandaloneConfig:
             raise ValueError(f"max_tokens: must be >= 1, got {self.max_tokens}")
         if self.position_weights not in POSITION_WEIGHTS:
             raise ValueError(f"position_weights: {self.position_weights!r} is not one of {', '.join(POSITION_WEIGHTS)}")
+        if self.pooled_mlp < 0:
+            raise ValueError(f"pooled_mlp: must be >= 0 (0 = none), got {self.pooled_mlp}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -118,6 +123,14 @@ class StandaloneStudent(nn.Module):
         if c.position_weights != "none":
             width = 1 if c.position_weights == "scalar" else c.token_dim
             self.position = nn.Parameter(torch.zeros(c.max_tokens, width))
+        # z + W2 gelu(W1 layernorm(z)) on the pooled vector; W2 and its bias start at zero, so an
+        # untrained MLP leaves the static path exactly as it is.
+        self.mlp: Optional[nn.Sequential] = None
+        if c.pooled_mlp:
+            self.mlp = nn.Sequential(nn.LayerNorm(c.token_dim), nn.Linear(c.token_dim, c.pooled_mlp), nn.GELU(),
+                                     nn.Linear(c.pooled_mlp, c.token_dim))
+            nn.init.zeros_(self.mlp[-1].weight)
+            nn.init.zeros_(self.mlp[-1].bias)
         if c.lattice is not None:
             # zero_init is forced off: the readout below is zero-initialised, and a zero rule too
             # would leave the output face at zero and every lattice gradient at zero forever.
@@ -150,9 +163,9 @@ class StandaloneStudent(nn.Module):
 
     @property
     def is_static_table(self) -> bool:
-        """Whether the student is one row per token, averaged (no lattice, no position weights): what
-        a Model2Vec or a sentence-transformers StaticEmbedding model can hold."""
-        return self.lattice is None and self.position is None
+        """Whether the student is one row per token, averaged (no lattice, no position weights, no
+        pooled MLP): what a Model2Vec or a sentence-transformers StaticEmbedding model can hold."""
+        return self.lattice is None and self.position is None and self.mlp is None
 
     def mean(self, e: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """e (B, L, token_dim), m (B, L) float mask -> (B, token_dim): the masked mean of the rows,
@@ -180,6 +193,8 @@ class StandaloneStudent(nn.Module):
             if self.config.lattice_token_norm:
                 x = e * torch.rsqrt(e.pow(2).mean(-1, keepdim=True) + 1e-8)
             z = z + self.lattice(x, m, steps=steps)
+        if self.mlp is not None:
+            z = z + self.mlp(z)
         return z
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor, use_lattice: bool = True,
@@ -326,7 +341,7 @@ class TokenStudent(nn.Module):
         return {"teacher_dims": self.teacher_dims, "input_teacher": c.input_teacher, "input_mode": NAME,
                 "token_dim": c.token_dim, "token_init": c.init, "token_lattice": c.lattice is not None,
                 "overflow": c.overflow, "max_tokens": c.max_tokens, "vocab_size": c.vocab_size,
-                "lattice": c.lattice}
+                "lattice": c.lattice, **pooling_fields(c.position_weights, c.pooled_mlp)}
 
     def save_pretrained(self, path: str | Path) -> None:
         """The standalone export (weights, config.json, tokenizer files) into the directory ``path``."""
@@ -344,12 +359,24 @@ def lattice_fields(section) -> dict | None:
     return d
 
 
+def pooling_fields(position_weights: str, pooled_mlp: int) -> dict:
+    """The pooling fields a resume must match, each only when it is not its default: a checkpoint
+    written before the field existed (plain mean, no MLP) still resumes."""
+    out = {}
+    if position_weights != "none":
+        out["position_weights"] = position_weights
+    if pooled_mlp:
+        out["pooled_mlp"] = pooled_mlp
+    return out
+
+
 def section_config(section, input_teacher: str | list[str]) -> dict:
     """The token student's fields as the config gives them (a subset of ``student_config``)."""
     name = input_teacher if isinstance(input_teacher, str) else input_teacher[0]
     return {"input_teacher": name, "input_mode": NAME, "token_dim": section.token_dim,
             "token_init": section.token_init, "token_lattice": section.token_lattice,
-            "overflow": section.overflow, "max_tokens": section.max_tokens, "lattice": lattice_fields(section)}
+            "overflow": section.overflow, "max_tokens": section.max_tokens, "lattice": lattice_fields(section),
+            **pooling_fields(section.position_weights, section.pooled_mlp)}
 
 
 # ---- the registry entry (distill.students.STUDENT_TYPES) -----------------------------------------
@@ -403,7 +430,8 @@ class TokenInputType:
         vocab = vocab_size(load_tokenizer(tok_file, s.max_tokens))
         conf = StandaloneConfig(vocab_size=vocab, token_dim=s.token_dim, heads=dict(data.dims),
                                 input_teacher=spec.name, lattice=lattice_fields(s), overflow=s.overflow,
-                                max_tokens=s.max_tokens, init=s.token_init, position_weights=s.position_weights)
+                                max_tokens=s.max_tokens, init=s.token_init, position_weights=s.position_weights,
+                                pooled_mlp=s.pooled_mlp)
         if s.init_from:
             return TokenStudent(load_init_from(s.init_from, conf), tok_file.parent)
         table = None

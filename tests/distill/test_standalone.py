@@ -293,6 +293,59 @@ def test_position_weights_start_as_the_plain_mean_and_then_read_word_order(kind)
     assert st.position.shape == (6, 1 if kind == "scalar" else 4) and not st.is_static_table and plain.is_static_table
 
 
+def _mlp_student(pooled_mlp: int, vocab: int = 20) -> StandaloneStudent:
+    torch.manual_seed(0)
+    conf = StandaloneConfig(vocab_size=vocab, token_dim=4, heads={"t": 4}, input_teacher="t", init="random",
+                            max_tokens=24, pooled_mlp=pooled_mlp)
+    return StandaloneStudent(conf)
+
+
+def test_pooled_mlp_starts_as_the_static_path_then_mixes_the_mean_but_never_reads_order():
+    from distill.tokens import mask_of, pad
+
+    plain, st = _mlp_student(0), _mlp_student(8)
+    st.load_state_dict({**st.state_dict(), **plain.state_dict()})  # the same table and head
+    ids = pad([[3, 5, 7, 9], [9, 5, 7, 3], [4, 4]])
+    x, m = ids.clamp(min=0), mask_of(ids)
+    torch.testing.assert_close(st(x, m)["t"], plain(x, m)["t"])  # the last layer starts at zero: no change
+    assert st.mlp[-1].weight.abs().sum() == 0 and not st.is_static_table and plain.is_static_table
+    with torch.no_grad():
+        for p in st.mlp.parameters():
+            p.copy_(torch.randn_like(p))
+    s = plain.static(x, m)
+    ln, w1, w2 = st.mlp[0], st.mlp[1], st.mlp[3]
+    want = s + w2(torch.nn.functional.gelu(w1(ln(s))))  # z = s + W2 gelu(W1 layernorm(s))
+    torch.testing.assert_close(st.pooled(x, m), want)
+    assert (st.pooled(x, m) - s).abs().max() > 1e-3  # the MLP moved it
+    torch.testing.assert_close(st.pooled(x, m)[0], st.pooled(x, m)[1])  # a function of the mean: order-free
+    # not a table: the output of two texts' mean is not the mean of their outputs ([4, 4]'s mean is row 4)
+    one = lambda t: st.pooled(torch.tensor([t]), torch.ones(1, len(t), dtype=torch.bool))[0]  # noqa: E731
+    assert (one([3, 4]) - (one([3]) + one([4])) / 2).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="pooled_mlp: must be >= 0"):
+        StandaloneConfig(vocab_size=20, token_dim=4, heads={"t": 4}, input_teacher="t", pooled_mlp=-1)
+
+
+def test_pooled_mlp_survives_export_and_old_exports_load_without_it(tmp_path, tiny_bert):
+    from distill.tokens import mask_of, pad
+
+    st = _mlp_student(16, vocab=30522)  # the tiny BERT's (MiniLM's) tokenizer
+    with torch.no_grad():
+        for p in st.mlp.parameters():
+            p.copy_(torch.randn_like(p))
+    st.eval()
+    enc = Encoder.from_pretrained(export_standalone(st, tiny_bert, tmp_path / "s"))
+    assert enc.config.pooled_mlp == 16 and torch.equal(enc.student.mlp[-1].weight, st.mlp[-1].weight)
+    texts = ["the cat sat on the mat", "a dog"]
+    ids = pad(enc.tokenize(texts))
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(st(ids.clamp(min=0), mask_of(ids))["t"], dim=-1).numpy()
+    np.testing.assert_allclose(enc.encode(texts), want, atol=1e-5)  # the export runs the MLP
+    doc = st.config_doc()
+    del doc["config"]["pooled_mlp"]  # an export written before the field existed
+    old = StandaloneStudent.from_config_doc(doc)
+    assert old.config.pooled_mlp == 0 and old.mlp is None
+
+
 def test_position_weights_survive_export_and_old_exports_load_without_them(tmp_path, tiny_bert):
     st = _pos_student("vector", max_tokens=24, vocab=30522)  # the tiny BERT's (MiniLM's) tokenizer
     with torch.no_grad():
@@ -309,3 +362,20 @@ def test_position_weights_survive_export_and_old_exports_load_without_them(tmp_p
     assert StandaloneStudent.from_config_doc(doc).config.position_weights == "none"
     with pytest.raises(ValueError, match="position_weights: 'both' is not one of none, scalar, vector"):
         StandaloneConfig(vocab_size=20, token_dim=4, heads={"t": 4}, input_teacher="t", position_weights="both")
+
+
+def test_a_resume_names_a_changed_pooling_and_checkpoints_from_before_the_fields_still_resume(tiny_bert):
+    from distill.checkpoint import CheckpointError, check_compatible
+    from distill.config import StudentSection
+    from distill.students.tokens import TokenStudent, section_config
+
+    plain = section_config(StudentSection(input="tokens"), "t")  # what a checkpoint from before the fields holds
+    assert "pooled_mlp" not in plain and "position_weights" not in plain
+    check_compatible(plain, section_config(StudentSection(input="tokens"), "t"), Path("ck"), partial=True)
+    mixed = section_config(StudentSection(input="tokens", pooled_mlp=64, position_weights="vector"), "t")
+    with pytest.raises(CheckpointError) as err:
+        check_compatible(plain, mixed, Path("ck"), partial=True)
+    assert ("student.pooled_mlp: checkpoint None, config 64" in str(err.value)
+            and "student.position_weights: checkpoint None, config 'vector'" in str(err.value))
+    built = TokenStudent(_mlp_student(8), tiny_bert).student_config()  # what the run's checkpoints record
+    assert built["pooled_mlp"] == 8 and "position_weights" not in built

@@ -24,21 +24,24 @@ def tiny_bert(tmp_path_factory) -> Path:
     return build_tiny("bert", tmp_path_factory.mktemp("tiny") / "bert")
 
 
-def tiny_student(lattice: bool, seed: int = 0, max_tokens: int = 24, position_weights: str = "none") -> StandaloneStudent:
+def tiny_student(lattice: bool, seed: int = 0, max_tokens: int = 24, position_weights: str = "none",
+                 pooled_mlp: int = 0) -> StandaloneStudent:
     torch.manual_seed(seed)
     cfg = StandaloneConfig(vocab_size=30522, token_dim=16, heads={"t": 32, "other": 8}, input_teacher="t",
                            lattice=dict(LATTICE) if lattice else None, init="random", max_tokens=max_tokens,
-                           position_weights=position_weights)
+                           position_weights=position_weights, pooled_mlp=pooled_mlp)
     st = StandaloneStudent(cfg)
     with torch.no_grad():  # a lattice that is not the zero correction, heads that are not the identity,
-        for n, p in st.named_parameters():  # position weights that are not all 1
-            if n.startswith("lattice.") or n == "position":
+        for n, p in st.named_parameters():  # position weights that are not all 1, an MLP that is not 0
+            if n.startswith(("lattice.", "mlp.")) or n == "position":
                 p.copy_(torch.randn_like(p) * 0.3)
     return st.eval()
 
 
-def write_export(tiny_bert: Path, out: Path, lattice: bool, seed: int = 0, position_weights: str = "none") -> Path:
-    export_standalone(tiny_student(lattice, seed, position_weights=position_weights), tiny_bert, out)
+def write_export(tiny_bert: Path, out: Path, lattice: bool, seed: int = 0, position_weights: str = "none",
+                 pooled_mlp: int = 0) -> Path:
+    export_standalone(tiny_student(lattice, seed, position_weights=position_weights, pooled_mlp=pooled_mlp),
+                      tiny_bert, out)
     return out
 
 

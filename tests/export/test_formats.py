@@ -19,11 +19,12 @@ from tests.export.conftest import TEXTS, write_export
 
 @pytest.fixture(scope="module")
 def exports(tiny_bert, tmp_path_factory):
-    """{lattice on (True) / off (False) / off with position weights ("pos"): run-like dir holding
-    student/} written by the real export code."""
+    """{lattice on (True) / off (False) / off with position weights ("pos") / off with a pooled MLP
+    ("mlp"): run-like dir holding student/} written by the real export code."""
     root = tmp_path_factory.mktemp("exports")
     out = {lat: write_export(tiny_bert, root / f"run-{lat}" / "student", lattice=lat).parent for lat in (True, False)}
     out["pos"] = write_export(tiny_bert, root / "run-pos" / "student", lattice=False, position_weights="vector").parent
+    out["mlp"] = write_export(tiny_bert, root / "run-mlp" / "student", lattice=False, pooled_mlp=24).parent
     return out
 
 
@@ -36,14 +37,15 @@ def export(run, fmt, out, *extra, capsys=None) -> int:
     return main(["export", str(run), "--format", fmt, "--output", str(out), *extra])
 
 
-@pytest.mark.parametrize("lattice", [True, False, "pos"], ids=["lattice-on", "lattice-off", "position-weights"])
+@pytest.mark.parametrize("lattice", [True, False, "pos", "mlp"],
+                         ids=["lattice-on", "lattice-off", "position-weights", "pooled-mlp"])
 def test_sentence_transformers_round_trip(exports, lattice, tmp_path):
     from sentence_transformers import SentenceTransformer
 
     run, out = exports[lattice], tmp_path / "st"
     assert export(run, "sentence-transformers", out) == 0
     enc = Encoder.from_pretrained(run)
-    module = lattice is not False  # a lattice or position weights: not a plain StaticEmbedding table
+    module = lattice is not False  # a lattice, position weights or an MLP: not a plain StaticEmbedding table
     model = SentenceTransformer(str(out), device="cpu", trust_remote_code=module)
     for bs in (1, 3, 64):
         np.testing.assert_allclose(model.encode(TEXTS, batch_size=bs), enc.encode(TEXTS), atol=1e-5, rtol=0)
@@ -113,10 +115,15 @@ def test_model2vec_round_trip_and_refusal(exports, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "weights tokens by position (position_weights: vector)" in err[0], err
     assert not (tmp_path / "no").exists() and not list(tmp_path.glob(".tmp-*"))
+    assert export(exports["mlp"], "model2vec", tmp_path / "no") == 2  # nor run an MLP on the mean
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "runs an MLP on the mean (pooled_mlp: 24)" in err[0], err
+    assert not (tmp_path / "no").exists() and not list(tmp_path.glob(".tmp-*"))
 
 
 @pytest.mark.slow  # a subprocess / a torch.onnx export (~20 s)
-@pytest.mark.parametrize("lattice", [True, False, "pos"], ids=["lattice-on", "lattice-off", "position-weights"])
+@pytest.mark.parametrize("lattice", [True, False, "pos", "mlp"],
+                         ids=["lattice-on", "lattice-off", "position-weights", "pooled-mlp"])
 def test_onnx_round_trip(exports, lattice, tmp_path):
     import onnxruntime as ort
 

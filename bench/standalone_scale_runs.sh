@@ -154,3 +154,20 @@ done
 for seed in 0 1; do
   run r100k-mlp512-s$seed 100000 $static run.seed=$seed $(pass 1562) student.pooled_mlp=512
 done
+# Short spans (docs/benchmarks/standalone.md "Short spans"): the first 100k sentences plus one random
+# 2-12-word span of each (bench/standalone_crops.py, --span-seeds 0), or two (--span-seeds 0 1),
+# each span its own MiniLM target; two passes over all the texts (3124 / 4686 corpus steps), seeds 0
+# and 1, against r100k-static-s0/s1 and r100k-4p-s0/s1 above (bench/results/standalone_spans_100k.json).
+SPANS=$ROOT/.cache/spans
+python "$ROOT/bench/standalone_crops.py" --corpus "$CORPUS" --n 100000 --span-seeds 0 --out "$SPANS/mix100k-1.jsonl.gz"
+python "$ROOT/bench/standalone_crops.py" --corpus "$CORPUS" --n 100000 --span-seeds 0 1 --out "$SPANS/mix100k-2.jsonl.gz"
+for seed in 0 1; do
+  run r100k-crops-s$seed 200000 $static run.seed=$seed $(pass 3124) stages[0].data.path="$SPANS/mix100k-1.jsonl.gz"
+  run r100k-spans2-s$seed 300000 $static run.seed=$seed $(pass 4686) stages[0].data.path="$SPANS/mix100k-2.jsonl.gz"
+done
+# The qa stage alone at a lower learning rate, or with more cosine and less InfoNCE, from the 100k
+# two-pass runs' Dolly-text students (bench/results/standalone_qa_100k.json).
+for seed in 0 1; do
+  qa qa100k-lr5e4-s$seed "$RUNS/r100k-static-s$seed-dolly/student" $seed stages[0].optim.lr=0.0005
+  qa qa100k-cos1-s$seed "$RUNS/r100k-static-s$seed-dolly/student" $seed stages[0].loss.terms.cosine=1.0 stages[0].loss.terms.infonce=0.25
+done

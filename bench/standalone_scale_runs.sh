@@ -171,3 +171,18 @@ for seed in 0 1; do
   qa qa100k-lr5e4-s$seed "$RUNS/r100k-static-s$seed-dolly/student" $seed stages[0].optim.lr=0.0005
   qa qa100k-cos1-s$seed "$RUNS/r100k-static-s$seed-dolly/student" $seed stages[0].loss.terms.cosine=1.0 stages[0].loss.terms.infonce=0.25
 done
+# Where the Dolly-text stage's STS gain comes from: one text stage alone (300 steps, the base loss
+# cosine + 0.5 InfoNCE at lr 0.002 unless set) from the 100k runs' corpus-stage students: Dolly's
+# texts with cosine alone, and corpus texts instead of Dolly's; then ChatterBot's texts (200 steps)
+# after the Dolly-text stage (bench/results/standalone_text_stage_100k.json).
+one_stage() {  # one_stage NAME INIT SEED STAGE
+  distill train "$CFG" --resume --set "${common[@]}" run.name="$1" run.seed="$3" student.init_from="$2" "stages=[$4]"
+}
+for seed in 0 1; do
+  one_stage p2-dollycos-s$seed "$RUNS/r100k-static-s$seed-corpus/student" $seed \
+    "{name: d2, data: {task: texts, text_fields: [question, answer]}, loss: {terms: {cosine: 1.0, infonce: 0.0}}, train: {max_steps: 300}}"
+  one_stage p2-corpus-s$seed "$RUNS/r100k-static-s$seed-corpus/student" $seed \
+    "{name: c2, data: {path: $CORPUS, task: texts, text_fields: [text], max_pairs: 100000, holdout_fraction: 0.02, validation_fraction: 0.02, holdout_max: 2000, validation_max: 2000}, train: {max_steps: 300}}"
+  one_stage p3-chat-s$seed "$RUNS/r100k-static-s$seed-dolly/student" $seed \
+    "{name: chat, data: {path: 'builtin:chatterbot_english', task: texts, text_fields: [question, answer]}, train: {max_steps: 200}}"
+done

@@ -9,6 +9,8 @@ teacher space out, no teacher needed.
                                                                            the plain mean)
       z = s + lattice(rms(e), mask)   (lattice on)     (B, token_dim)      tokens on the input face,
                                                                            readout zero-initialised
+      z = z + mlp(z)                  (pooled_mlp)     (B, token_dim)      a residual MLP on the mean,
+                                                                           last layer zero-initialised
       y[name] = head[name](z)                          (B, dim_name)       one linear head per teacher
 
 ``position_weights`` (``none`` | ``scalar`` | ``vector``): ``w`` is 1, or a learned weight per

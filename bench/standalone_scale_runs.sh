@@ -206,3 +206,10 @@ for seed in 0 1; do
     "{name: ds, data: {path: $DSENT, task: texts, text_fields: [text], holdout_fraction: 0.02, validation_fraction: 0.02}, train: {max_steps: 300}}"
   qa p4-dsent-qa-s$seed "$RUNS/p4-dsent-s$seed/student" $seed
 done
+# Both: the +1-span corpus-stage students, then the Dolly-text stage with the answers' sentences,
+# then the qa stage (bench/results/standalone_spans_sentences_100k.json).
+for seed in 0 1; do
+  one_stage p5-spans-dsent-s$seed "$RUNS/r100k-crops-s$seed-corpus/student" $seed \
+    "{name: ds, data: {path: $DSENT, task: texts, text_fields: [text], holdout_fraction: 0.02, validation_fraction: 0.02}, train: {max_steps: 300}}"
+  qa p5-spans-dsent-qa-s$seed "$RUNS/p5-spans-dsent-s$seed/student" $seed
+done

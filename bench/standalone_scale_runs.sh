@@ -213,3 +213,12 @@ for seed in 0 1; do
     "{name: ds, data: {path: $DSENT, task: texts, text_fields: [text], holdout_fraction: 0.02, validation_fraction: 0.02}, train: {max_steps: 300}}"
   qa p5-spans-dsent-qa-s$seed "$RUNS/p5-spans-dsent-s$seed/student" $seed
 done
+# ... and a third seed of the four arms (shipped, + spans, + answer sentences, + both).
+run r100k-static-s2 100000 $static run.seed=2 $(pass 1562)
+run r100k-crops-s2 200000 $static run.seed=2 $(pass 3124) stages[0].data.path="$SPANS/mix100k-1.jsonl.gz"
+one_stage p4-dsent-s2 "$RUNS/r100k-static-s2-corpus/student" 2 \
+  "{name: ds, data: {path: $DSENT, task: texts, text_fields: [text], holdout_fraction: 0.02, validation_fraction: 0.02}, train: {max_steps: 300}}"
+qa p4-dsent-qa-s2 "$RUNS/p4-dsent-s2/student" 2
+one_stage p5-spans-dsent-s2 "$RUNS/r100k-crops-s2-corpus/student" 2 \
+  "{name: ds, data: {path: $DSENT, task: texts, text_fields: [text], holdout_fraction: 0.02, validation_fraction: 0.02}, train: {max_steps: 300}}"
+qa p5-spans-dsent-qa-s2 "$RUNS/p5-spans-dsent-s2/student" 2

@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from bench.standalone_data import SHARED  # noqa: E402
+from bench.standalone_data import SHARED, read_corpus  # noqa: E402
 from fileio import write_bytes_atomic  # noqa: E402
 
 MIN_WORDS, MAX_WORDS = 2, 12
@@ -39,18 +39,6 @@ def span(text: str, rng: random.Random) -> str | None:
     n = rng.randint(MIN_WORDS, min(MAX_WORDS, len(w) - 1))
     a = rng.randint(0, len(w) - n)
     return " ".join(w[a:a + n])
-
-
-def first_sentences(path: Path, n: int) -> list[str]:
-    out = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if len(out) >= n:
-                break
-            out.append(json.loads(line)["text"])
-    if len(out) < n:
-        raise SystemExit(f"error: {path} has {len(out)} sentences, fewer than --n {n}")
-    return out
 
 
 def mix(sentences: list[str], seeds: list[int]) -> list[tuple[str, str]]:
@@ -76,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.n < 1 or len(set(args.span_seeds)) != len(args.span_seeds):
         ap.error("--n must be >= 1 and the --span-seeds distinct")
-    rows = mix(first_sentences(args.corpus, args.n), args.span_seeds)
+    sentences = read_corpus(args.corpus, args.n)
+    if len(sentences) < args.n:
+        raise SystemExit(f"error: {args.corpus} has {len(sentences)} sentences, fewer than --n {args.n}")
+    rows = mix(sentences, args.span_seeds)
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as f:
         for text, kind in rows:

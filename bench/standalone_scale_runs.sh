@@ -201,24 +201,21 @@ with gzip.open(sys.argv[1], "wt") as f:
     for t in dict.fromkeys(q + a + sents):
         f.write(json.dumps({"text": t}) + "\n")
 PY
+DS_STAGE="{name: ds, data: {path: $DSENT, task: texts, text_fields: [text], holdout_fraction: 0.02, validation_fraction: 0.02}, train: {max_steps: 300}}"
+dsent() {  # dsent NAME FROM SEED: that stage from FROM's corpus-stage student, then the qa stage
+  one_stage "$1-s$3" "$RUNS/$2-s$3-corpus/student" "$3" "$DS_STAGE"
+  qa "$1-qa-s$3" "$RUNS/$1-s$3/student" "$3"
+}
 for seed in 0 1; do
-  one_stage p4-dsent-s$seed "$RUNS/r100k-static-s$seed-corpus/student" $seed \
-    "{name: ds, data: {path: $DSENT, task: texts, text_fields: [text], holdout_fraction: 0.02, validation_fraction: 0.02}, train: {max_steps: 300}}"
-  qa p4-dsent-qa-s$seed "$RUNS/p4-dsent-s$seed/student" $seed
+  dsent p4-dsent r100k-static $seed
 done
 # Both: the +1-span corpus-stage students, then the Dolly-text stage with the answers' sentences,
 # then the qa stage (bench/results/standalone_spans_sentences_100k.json).
 for seed in 0 1; do
-  one_stage p5-spans-dsent-s$seed "$RUNS/r100k-crops-s$seed-corpus/student" $seed \
-    "{name: ds, data: {path: $DSENT, task: texts, text_fields: [text], holdout_fraction: 0.02, validation_fraction: 0.02}, train: {max_steps: 300}}"
-  qa p5-spans-dsent-qa-s$seed "$RUNS/p5-spans-dsent-s$seed/student" $seed
+  dsent p5-spans-dsent r100k-crops $seed
 done
 # ... and a third seed of the four arms (shipped, + spans, + answer sentences, + both).
 run r100k-static-s2 100000 $static run.seed=2 $(pass 1562)
 run r100k-crops-s2 200000 $static run.seed=2 $(pass 3124) stages[0].data.path="$SPANS/mix100k-1.jsonl.gz"
-one_stage p4-dsent-s2 "$RUNS/r100k-static-s2-corpus/student" 2 \
-  "{name: ds, data: {path: $DSENT, task: texts, text_fields: [text], holdout_fraction: 0.02, validation_fraction: 0.02}, train: {max_steps: 300}}"
-qa p4-dsent-qa-s2 "$RUNS/p4-dsent-s2/student" 2
-one_stage p5-spans-dsent-s2 "$RUNS/r100k-crops-s2-corpus/student" 2 \
-  "{name: ds, data: {path: $DSENT, task: texts, text_fields: [text], holdout_fraction: 0.02, validation_fraction: 0.02}, train: {max_steps: 300}}"
-qa p5-spans-dsent-qa-s2 "$RUNS/p5-spans-dsent-s2/student" 2
+dsent p4-dsent r100k-static 2
+dsent p5-spans-dsent r100k-crops 2

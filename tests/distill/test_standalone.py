@@ -257,10 +257,10 @@ def test_lattice_path_receives_gradients_and_moves_off_zero(table):
     assert not torch.allclose(diff[0], diff[1])  # text-dependent, not a constant bias
 
 
-def _pos_student(position_weights: str, max_tokens: int = 6, vocab: int = 20) -> StandaloneStudent:
+def _pos_student(position_weights: str, max_tokens: int = 6, vocab: int = 20, pooled_mlp: int = 0) -> StandaloneStudent:
     torch.manual_seed(0)
     conf = StandaloneConfig(vocab_size=vocab, token_dim=4, heads={"t": 4}, input_teacher="t", init="random",
-                            max_tokens=max_tokens, position_weights=position_weights)
+                            max_tokens=max_tokens, position_weights=position_weights, pooled_mlp=pooled_mlp)
     return StandaloneStudent(conf)
 
 
@@ -294,10 +294,7 @@ def test_position_weights_start_as_the_plain_mean_and_then_read_word_order(kind)
 
 
 def _mlp_student(pooled_mlp: int, vocab: int = 20) -> StandaloneStudent:
-    torch.manual_seed(0)
-    conf = StandaloneConfig(vocab_size=vocab, token_dim=4, heads={"t": 4}, input_teacher="t", init="random",
-                            max_tokens=24, pooled_mlp=pooled_mlp)
-    return StandaloneStudent(conf)
+    return _pos_student("none", max_tokens=24, vocab=vocab, pooled_mlp=pooled_mlp)
 
 
 def test_pooled_mlp_starts_as_the_static_path_then_mixes_the_mean_but_never_reads_order():

@@ -26,29 +26,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from bench.standalone_data import SHARED, read_corpus  # noqa: E402
+from distill.data import text_span  # noqa: E402
 from fileio import write_bytes_atomic  # noqa: E402
-
-MIN_WORDS, MAX_WORDS = 2, 12
-
-
-def span(text: str, rng: random.Random) -> str | None:
-    """A random contiguous span of 2 to min(12, n - 1) of the text's n words (None under 4 words)."""
-    w = text.split()
-    if len(w) < 4:
-        return None
-    n = rng.randint(MIN_WORDS, min(MAX_WORDS, len(w) - 1))
-    a = rng.randint(0, len(w) - n)
-    return " ".join(w[a:a + n])
 
 
 def mix(sentences: list[str], seeds: list[int]) -> list[tuple[str, str]]:
     """[(text, kind)]: the sentences and one span of each per seed (each seed's spans drawn from its
-    own RNG), shuffled with the first seed's RNG."""
+    own RNG, ``distill.data.text_span``: the spans ``data.spans`` gives a run on the same sentences),
+    shuffled with the first seed's RNG."""
     first = random.Random(seeds[0]) if seeds else random.Random(0)
     spans = []
     for i, seed in enumerate(seeds):
         rng = first if i == 0 else random.Random(seed)
-        spans += [s for t in sentences if (s := span(t, rng)) is not None]
+        spans += [s for t in sentences if (s := text_span(t, rng)) is not None]
     out = [(t, "sentence") for t in sentences] + [(s, "span") for s in spans]
     first.shuffle(out)
     return out

@@ -157,7 +157,8 @@ def _other_data(cfg: Config, student, path: str):
     from distill.students import student_type
     from distill.targets import config_targets, teacher_input
 
-    data_cfg = replace(cfg.data, path=path, format="auto", categories=None, max_pairs=None)
+    data_cfg = replace(cfg.data, path=path, format="auto", categories=None, max_pairs=None, spans=0,
+                       sentences=False)
     texts = cfg.data.task == "texts"
     if texts:  # a text run is evaluated on texts: every text's own teacher embeddings are the answers
         from distill.data import load_texts

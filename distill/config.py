@@ -149,6 +149,14 @@ class DataSection:
     on_error: Literal["stop", "skip"] = "stop"
     # Use at most this many pairs (None = all), taken after filtering, before the split.
     max_pairs: Optional[int] = None
+    # task: texts. Extra training texts: this many random contiguous spans of each training record's
+    # texts (2 to 12 words, never a whole text; texts under 4 words give none), each with the
+    # teacher's embedding of the span itself; held-out records get none. Span k comes from its own
+    # fixed seed k, drawn in file order: a run gets the same spans every time and reuses their rows.
+    spans: int = 0
+    # task: texts. Extra training texts: the sentences (split after . ! ?, 3 words or more) of each
+    # training record's texts that hold several, each with its own teacher targets.
+    sentences: bool = False
 
     def __post_init__(self) -> None:
         if not self.path:
@@ -169,6 +177,11 @@ class DataSection:
             raise ValueError(f"text_fields: must list at least one field, each once, got {self.text_fields!r}")
         if self.question_field == self.answer_field:
             raise ValueError("answer_field: must differ from question_field")
+        if self.spans < 0:
+            raise ValueError(f"spans: must be >= 0, got {self.spans!r}")
+        if (self.spans or self.sentences) and self.task != "texts":
+            key = "spans" if self.spans else "sentences"
+            raise ValueError(f"{key}: extra texts need task: texts, got task: {self.task!r}")
 
 
 @dataclass

@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import logging
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,6 +263,52 @@ def load_texts(cfg) -> Texts:
     if not keys:
         raise DataError(f"{p}: no texts" + (f" ({skipped} bad rows skipped)" if skipped else ""))
     return Texts(texts, np.asarray(group, dtype=np.int64), keys, skipped, str(p))
+
+
+SPAN_WORDS = (2, 12)  # a span's length in words, at most the text's length - 1
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+def text_span(text: str, rng: random.Random) -> str | None:
+    """A random contiguous span of 2 to min(12, n - 1) of the text's n whitespace-separated words
+    (None under 4 words): two draws of ``rng``."""
+    w = text.split()
+    if len(w) < 4:
+        return None
+    n = rng.randint(SPAN_WORDS[0], min(SPAN_WORDS[1], len(w) - 1))
+    a = rng.randint(0, len(w) - n)
+    return " ".join(w[a:a + n])
+
+
+def text_sentences(text: str) -> list[str]:
+    """The text's sentences (split after . ! ? and whitespace) of 3 words or more, each once; none
+    when the text is a single sentence."""
+    parts = list(dict.fromkeys(s.strip() for s in _SENTENCE_END.split(text.strip())))
+    parts = [s for s in parts if len(s.split()) >= 3]
+    return [] if len(parts) == 1 and parts[0] == text.strip() else parts
+
+
+def extra_texts(texts: list[str], spans: int = 0, sentences: bool = False) -> tuple[list[str], np.ndarray]:
+    """(extra texts, the index in ``texts`` each came from): every text's sentences
+    (``sentences``), then ``spans`` rounds of one span per text, round k drawn in order from
+    ``random.Random(k)`` over ALL of ``texts`` (so a text's spans depend only on the texts before it:
+    a prefix of a file gets the same spans whatever follows, and a run gets the same ones every time).
+    A text's extras never repeat the text itself."""
+    out: list[str] = []
+    src: list[int] = []
+    if sentences:
+        for i, t in enumerate(texts):
+            for s in text_sentences(t):
+                out.append(s)
+                src.append(i)
+    for k in range(spans):
+        rng = random.Random(k)
+        for i, t in enumerate(texts):
+            s = text_span(t, rng)
+            if s is not None:
+                out.append(s)
+                src.append(i)
+    return out, np.asarray(src, dtype=np.int64)
 
 
 def load_pairs(cfg) -> Pairs:

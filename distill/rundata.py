@@ -122,7 +122,7 @@ def load_examples(cfg: Config, info: dict | None = None) -> tuple[list[str], lis
     answers are the same texts (the student's input and the text whose teacher embedding is the
     target), split by record (a record's texts share a split)."""
     if cfg.data.task == "texts":
-        from distill.data import load_texts
+        from distill.data import extra_texts, load_texts
 
         t = load_texts(cfg.data)
         if info is not None:
@@ -131,13 +131,23 @@ def load_examples(cfg: Config, info: dict | None = None) -> tuple[list[str], lis
         labels = np.zeros(len(t.keys), dtype=np.int64)
         labels[by_record.validation], labels[by_record.test] = 1, 2
         per_text = labels[t.group]
+        texts = t.texts
+        if cfg.data.spans or cfg.data.sentences:
+            # data.spans / data.sentences: extra texts of the training records only (validation and
+            # test stay the records' own texts), appended after them.
+            extra, src = extra_texts(t.texts, cfg.data.spans, cfg.data.sentences)
+            keep = np.flatnonzero(per_text[src] == 0) if len(src) else np.zeros(0, dtype=np.int64)
+            texts = t.texts + [extra[i] for i in keep]
+            per_text = np.concatenate([per_text, np.zeros(len(keep), dtype=np.int64)])
+            if info is not None:
+                info["extra_texts"] = len(keep)
         # A text held out through one record (an answer shared by two questions) is not trained on
         # through another: split by distinct text too.
-        norm = [normalise_question(x) for x in t.texts]
+        norm = [normalise_question(x) for x in texts]
         held = {norm[i] for i in np.flatnonzero(per_text > 0)}
         per_text[[i for i in np.flatnonzero(per_text == 0) if norm[i] in held]] = -1
         split = Split(*(np.flatnonzero(per_text == k).astype(np.int64) for k in (0, 1, 2)))
-        return t.texts, t.texts, split
+        return texts, texts, split
     loaded = load_pairs(cfg.data)
     if info is not None:
         info["skipped_records"] = loaded.skipped

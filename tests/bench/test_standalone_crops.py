@@ -1,29 +1,14 @@
-"""bench/standalone_crops.py: the spans are contiguous, 2 to 12 words, never the whole sentence; a
-seed's spans are the same whichever other seeds a file lists; the file holds every text once."""
+"""bench/standalone_crops.py: a seed's spans are the same whichever other seeds a file lists, and the
+same texts ``data.spans`` gives a run on those sentences (distill.data.text_span, tested in
+tests/distill/test_data.py); the file holds every text once."""
 
 from __future__ import annotations
 
 import gzip
 import json
-import random
 
-from bench.standalone_crops import main, mix, span
-
-
-def test_a_span_is_a_contiguous_run_of_two_to_twelve_words_and_never_the_whole_text():
-    rng = random.Random(0)
-    for n in (4, 5, 13, 30):
-        words = [f"w{i}" for i in range(n)]
-        text = " ".join(words)
-        lengths = set()
-        for _ in range(300):
-            s = span(text, rng).split()
-            a = words.index(s[0])
-            assert s == words[a:a + len(s)]  # contiguous, in order
-            assert 2 <= len(s) <= min(12, n - 1)
-            lengths.add(len(s))
-        assert lengths == set(range(2, min(12, n - 1) + 1))  # every allowed length occurs
-    assert span("three short words", rng) is None and span("", rng) is None
+from bench.standalone_crops import main, mix
+from distill.data import extra_texts
 
 
 def test_a_seeds_spans_do_not_depend_on_the_other_seeds_listed():
@@ -48,3 +33,13 @@ def test_the_cli_writes_the_first_n_sentences_and_their_spans(tmp_path):
     assert sorted(r["text"] for r in rows if r["kind"] == "sentence") == sorted(
         f"line {i} of the little test corpus" for i in range(6))
     assert sum(r["kind"] == "span" for r in rows) == 12
+
+
+def test_the_files_spans_are_the_ones_data_spans_gives_a_run():
+    # The 300k runs read either this script's file or the corpus with data.spans: the same span
+    # texts, so one store fill serves both.
+    sents = [f"sentence {i} has {'a few more ' * (i % 4)}words in it" for i in range(300)] + ["too short"]
+    bench = [t for t, k in mix(sents, [0, 1]) if k == "span"]
+    run, src = extra_texts(sents, spans=2)
+    assert sorted(bench) == sorted(run) and len(run) == 600
+    assert [sents[i] for i in src[:3]] == sents[:3]

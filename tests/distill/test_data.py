@@ -266,3 +266,64 @@ def test_gzipped_inputs_stream_like_the_plain_files(tmp_path):
         f.write(json.dumps({"text": "fine"}) + "\n" + "{not json\n")
     with pytest.raises(DataError, match=r"bad\.jsonl\.gz:2"):
         load_texts(DataSection(path=str(tmp_path / "bad.jsonl.gz"), task="texts", text_fields=["text"]))
+
+
+def test_a_span_is_a_contiguous_run_of_two_to_twelve_words_and_never_the_whole_text():
+    import random
+
+    from distill.data import text_span
+
+    rng = random.Random(0)
+    for n in (4, 5, 13, 30):
+        words = [f"w{i}" for i in range(n)]
+        text = " ".join(words)
+        lengths = set()
+        for _ in range(300):
+            s = text_span(text, rng).split()
+            a = words.index(s[0])
+            assert s == words[a:a + len(s)]  # contiguous, in order
+            assert 2 <= len(s) <= min(12, n - 1)
+            lengths.add(len(s))
+        assert lengths == set(range(2, min(12, n - 1) + 1))  # every allowed length occurs
+    assert text_span("three short words", rng) is None and text_span("", rng) is None
+
+
+def test_sentences_split_after_end_marks_and_keep_three_words_or_more():
+    from distill.data import text_sentences
+
+    assert text_sentences("Paris is the capital. It is large! Is it old? Yes it is.   Very.") == [
+        "Paris is the capital.", "It is large!", "Is it old?", "Yes it is."]
+    assert text_sentences("One sentence only, no split.") == []  # the text itself is not an extra
+    # A mark needs whitespace after it (3.14 stays whole); an abbreviation splits like a sentence end,
+    # and a piece under 3 words ("e.g.") is dropped.
+    assert text_sentences("Pi is 3.14 exactly. e.g. this is split") == ["Pi is 3.14 exactly.", "this is split"]
+    assert text_sentences("Same words here. Same words here.") == ["Same words here."]
+
+
+def test_extra_texts_are_reproducible_and_a_prefix_gets_the_same_spans():
+    from distill.data import extra_texts
+
+    texts = [f"text {i} with {'some more words ' * (i % 3)}in it. And a second sentence here." for i in range(50)]
+    ex, src = extra_texts(texts, spans=2, sentences=True)
+    again, asrc = extra_texts(texts, spans=2, sentences=True)
+    assert again == ex and list(asrc) == list(src)
+    sents = [e for e, i in zip(ex, src) if e.endswith("here.") and e.startswith("And")]
+    assert len(sents) == 50  # every text's second sentence
+    spans = ex[100:]
+    assert len(spans) == 100 and all(e in texts[i] for e, i in zip(ex, src))  # every extra is from its text
+    assert spans[:50] != spans[50:]  # round 1 is drawn from its own seed, not round 0 again
+    pre, psrc = extra_texts(texts[:20], spans=2)
+    assert pre[:20] == spans[:20] and pre[20:] == spans[50:70] and list(psrc[:20]) == list(range(20))
+    none, nsrc = extra_texts(texts)
+    assert none == [] and len(nsrc) == 0
+
+
+@pytest.mark.parametrize("over,message", [
+    ({"task": "texts", "spans": -1}, "spans: must be >= 0"),
+    ({"task": "pairs", "spans": 1}, "spans: extra texts need task: texts"),
+    ({"task": "pairs", "sentences": True}, "sentences: extra texts need task: texts"),
+])
+def test_extra_texts_config_errors(over, message):
+    with pytest.raises(ValueError, match=message):
+        DataSection(**over)
+    DataSection(task="texts", spans=2, sentences=True)  # fine on a texts stage

@@ -228,6 +228,45 @@ def test_text_task_trains_on_each_texts_own_teacher_embedding(root):
     assert run(r, lambda: False) == 0
 
 
+def test_spans_and_sentences_add_training_texts_with_their_own_targets(root):
+    """data.spans / data.sentences: extra texts of the training records only, each with the teacher's
+    embedding of the extra text itself; validation and test are the plain run's, text for text."""
+    from distill.data import extra_texts
+    from distill.rundata import load_examples
+
+    texts = [f"{q} It was asked. The answer is {i}." for i, q in enumerate(_texts(root, 160))]
+    (root / "t.txt").write_text("\n".join(texts) + "\n")
+    plain_cfg = _cfg(root, **{"data.path": str(root / "t.txt"), "data.task": "texts"})
+    plain_q, _, plain = load_examples(plain_cfg)
+    cfg = _cfg(root, **{"data.path": str(root / "t.txt"), "data.task": "texts", "data.spans": 1,
+                        "data.sentences": True})
+    info: dict = {}
+    q, _, split = load_examples(cfg, info)
+    assert q[:len(texts)] == plain_q == texts
+    for name in ("validation", "test"):
+        assert list(getattr(split, name)) == list(getattr(plain, name))  # held-out splits unchanged
+    train_records = {texts[i] for i in plain.train}
+    ex, src = extra_texts(texts, spans=1, sentences=True)
+    want = [e for e, i in zip(ex, src) if texts[i] in train_records]
+    assert q[len(texts):] == want and info["extra_texts"] == len(want) > len(plain.train)
+    assert set(split.train) == set(plain.train) | set(range(len(texts), len(q)))
+    r = build_recipe(cfg)
+    d = r.data
+    assert d.questions == q and len(d.train_idx) == len(split.train)
+    # An extra text's target is the teacher's embedding of that text, not its record's: the rows of
+    # "It was asked." (the same sentence of every record that ends its question with . ! or ?) are
+    # all equal and differ from the records'.
+    pos = {int(i): k for k, i in enumerate(d.train_idx)}
+    asked = [pos[i] for i in range(len(texts), len(q)) if q[i] == "It was asked."]
+    rec = pos[int(plain.train[0])]
+    for n in ("bert-mean", "bert-cls"):
+        rows = d.train.a[n].tensor()
+        assert len(asked) > 3
+        assert torch.allclose(rows[asked], rows[asked[0]].expand(len(asked), -1))
+        assert not torch.allclose(rows[asked[0]], rows[rec], atol=1e-3)
+    assert run(r, lambda: False) == 0
+
+
 def test_text_task_reads_training_targets_from_the_store_batch_by_batch(root):
     """A corpus-scale text run never holds its training targets: they stay store views, each batch
     gathers its rows, and the stats equal those of the materialised targets."""

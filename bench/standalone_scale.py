@@ -254,8 +254,9 @@ def plot(results: dict, path: Path) -> None:
         for i, (label, pts) in enumerate(series.items()):
             ns = sorted(pts)
             mean = [float(np.mean([get(students[k]) for k in pts[n]])) for n in ns]
-            lo = [mean[j] - min(get(students[k]) for k in pts[n]) for j, n in enumerate(ns)]
-            hi = [max(get(students[k]) for k in pts[n]) - mean[j] for j, n in enumerate(ns)]
+            # max(0, ...): the mean of equal seeds can round past their min or max (3 x 0.1 -> 0.10000000000000002)
+            lo = [max(0.0, mean[j] - min(get(students[k]) for k in pts[n])) for j, n in enumerate(ns)]
+            hi = [max(0.0, max(get(students[k]) for k in pts[n]) - mean[j]) for j, n in enumerate(ns)]
             seeds = max(len(v) for v in pts.values())
             ax.errorbar(ns, mean, yerr=[lo, hi], fmt="os^vD"[i % 5] + "-", color=f"C{[0, 3, 4, 1, 5][i % 5]}",
                         capsize=3, label=label + (f" (min-max of up to {seeds} seeds)" if seeds > 1 else ""))

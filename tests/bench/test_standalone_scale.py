@@ -119,3 +119,13 @@ def test_a_run_without_space_is_measured_in_its_input_teachers_space():
     assert SS.row_space(Enc(), None) == "mpnet"
     assert SS.row_space(Enc(), "minilm") == "minilm"
     assert SS.row_space(Enc(), "concat") == "concat"
+
+
+def test_the_plot_draws_seeds_whose_mean_rounds_past_their_range(tmp_path):
+    pytest.importorskip("matplotlib")
+    row = lambda v: {"sts": {"mean": v}, "dolly_sym": {"r1": v}, "trec_dev": {"map": v}}  # noqa: E731
+    models = {SS.MINILM: {"kind": "teacher", **row(0.8)}, SS.POTION: {"kind": "anchor", **row(0.6)}}
+    for s in range(3):  # three equal seeds: np.mean([0.1] * 3) = 0.10000000000000002 > max
+        models[f"static/s{s}"] = {"kind": "student", "corpus": {"n": 1000}, "lattice": False, **row(0.1)}
+    SS.plot({"models": models, "quick": False}, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000

@@ -219,3 +219,25 @@ run r100k-static-s2 100000 $static run.seed=2 $(pass 1562)
 run r100k-crops-s2 200000 $static run.seed=2 $(pass 3124) stages[0].data.path="$SPANS/mix100k-1.jsonl.gz"
 dsent p4-dsent r100k-static 2
 dsent p5-spans-dsent r100k-crops 2
+# The two extra-text gains as data options, at 300k (docs/benchmarks/standalone.md "Spans and
+# answer sentences at 300k"): data.spans=1 on the corpus stage (each training sentence and one span
+# of it, the same span texts as bench/standalone_crops.py --n 300000 --span-seeds 0 writes, so one
+# store fill serves both; two passes over ~592k texts = 9250 steps) and data.sentences on the
+# Dolly-text stage, against the shipped recipe on the same 300k sentences, seeds 0 1 2
+# (bench/results/standalone_aug_300k.json).
+python "$ROOT/bench/standalone_crops.py" --corpus "$CORPUS" --n 300000 --span-seeds 0 --out "$SPANS/mix300k-1.jsonl.gz"
+distill embed "$CFG" --set "${common[@]}" stages[0].data.path="$SPANS/mix300k-1.jsonl.gz" stages[0].data.max_pairs=600000
+for seed in 0 1 2; do
+  run r300k-aug-s$seed 300000 $static run.seed=$seed $(pass 9250) stages[0].data.spans=1 stages[1].data.sentences=true
+  run r300k-base-s$seed 300000 $static run.seed=$seed $(pass 4688)
+  # each alone (their corpus stages are the two runs' above, copied: the same config and seed)
+  run r300k-sp-s$seed 300000 $static run.seed=$seed $(pass 9250) stages[0].data.spans=1
+  run r300k-se-s$seed 300000 $static run.seed=$seed $(pass 4688) stages[1].data.sentences=true
+  # the qa stage's weights blended with the Dolly-text stage's it started from (bench/standalone_blend.py)
+  for arm in base aug; do
+    for a in 25 50 75; do
+      python "$ROOT/bench/standalone_blend.py" --start "$RUNS/r300k-$arm-s$seed-dolly" --final "$RUNS/r300k-$arm-s$seed" \
+        --alpha 0.$a --out "$ROOT/.cache/blend/r300k-$arm-s$seed-a$a"
+    done
+  done
+done

@@ -241,3 +241,8 @@ for seed in 0 1 2; do
     done
   done
 done
+# Position weights (student.position_weights: vector) at 300k, seeds 0 1 2, against r300k-base-s*
+# above (bench/results/standalone_position_300k.json).
+for seed in 0 1 2; do
+  run r300k-pos-s$seed 300000 $static run.seed=$seed $(pass 4688) student.position_weights=vector
+done

@@ -455,7 +455,11 @@ class TokenInputType:
 
 def load_init_from(path: str, conf: StandaloneConfig) -> StandaloneStudent:
     """A student built as ``conf`` with every weight from the export at ``path``; ``ConfigError``
-    naming student.init_from when the export is missing or its shapes differ."""
+    naming student.init_from when the export is missing or its shapes differ.
+
+    One exception: a plain-mean export starts a position-weighted student (its ``position`` logs
+    keep their start, 0 = weight 1, so the new student computes what the export did). A later stage
+    can so learn position weights on top of a plain-mean stage."""
     from distill.schema import ConfigError
 
     try:
@@ -464,6 +468,8 @@ def load_init_from(path: str, conf: StandaloneConfig) -> StandaloneStudent:
         raise ConfigError("student.init_from", str(err)) from None
     new = StandaloneStudent(conf)
     have, want = old.state_dict(), new.state_dict()
+    if old.position is None and new.position is not None:
+        have["position"] = want["position"]
     diffs = [f"{k}: export {tuple(have[k].shape) if k in have else 'missing'}, config {tuple(v.shape)}"
              for k, v in want.items() if k not in have or have[k].shape != v.shape]
     diffs += [f"{k}: in the export, not in the config's student" for k in have if k not in want]

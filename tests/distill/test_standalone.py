@@ -376,3 +376,28 @@ def test_a_resume_names_a_changed_pooling_and_checkpoints_from_before_the_fields
             and "student.position_weights: checkpoint None, config 'vector'" in str(err.value))
     built = TokenStudent(_mlp_student(8), tiny_bert).student_config()  # what the run's checkpoints record
     assert built["pooled_mlp"] == 8 and "position_weights" not in built
+
+
+def test_a_plain_mean_export_starts_a_position_weighted_student_but_not_the_reverse(tmp_path, tiny_bert):
+    import dataclasses
+
+    from distill.schema import ConfigError
+    from distill.students.tokens import load_init_from
+    from distill.tokens import mask_of, pad
+
+    plain = _pos_student("none", vocab=30522)
+    with torch.no_grad():
+        plain.embed.weight.copy_(torch.randn_like(plain.embed.weight))
+    path = export_standalone(plain, tiny_bert, tmp_path / "plain")
+    ids = pad([[3, 5, 7, 9], [9, 5, 7, 3], [4, 8]])
+    x, m = ids.clamp(min=0), mask_of(ids)
+    for kind in ("scalar", "vector"):
+        st = load_init_from(str(path), dataclasses.replace(plain.config, position_weights=kind))
+        assert torch.equal(st.embed.weight, plain.embed.weight)
+        assert st.position is not None and not st.position.detach().any()  # logs 0: weight 1
+        with torch.no_grad():
+            torch.testing.assert_close(st(x, m)["t"], plain(x, m)["t"])  # the same student, to start
+    weighted = _pos_student("vector", vocab=30522)
+    wpath = export_standalone(weighted, tiny_bert, tmp_path / "weighted")
+    with pytest.raises(ConfigError, match="position: in the export, not in the config's student"):
+        load_init_from(str(wpath), plain.config)  # learned weights are not dropped silently

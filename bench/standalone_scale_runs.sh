@@ -246,3 +246,10 @@ done
 for seed in 0 1 2; do
   run r300k-pos-s$seed 300000 $static run.seed=$seed $(pass 4688) student.position_weights=vector
 done
+# ... and learned in the two Dolly stages only, on the shipped plain-mean corpus stage (the corpus
+# stage here has r300k-base-s*'s config and seed; the measured runs reused r300k-base-s*-corpus's
+# exports, converted to a position-weighted student with weights 1: the start init_from now gives).
+for seed in 0 1 2; do
+  run r300k-pq-s$seed 300000 $static run.seed=$seed $(pass 4688) \
+    stages[1].student.position_weights=vector stages[2].student.position_weights=vector
+done

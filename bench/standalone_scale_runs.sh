@@ -186,17 +186,19 @@ for seed in 0 1; do
   one_stage p3-chat-s$seed "$RUNS/r100k-static-s$seed-dolly/student" $seed \
     "{name: chat, data: {path: 'builtin:chatterbot_english', task: texts, text_fields: [question, answer]}, train: {max_steps: 200}}"
 done
-# The Dolly-text stage with each training answer's sentences as extra texts (split after . ! ?, at
-# least 3 words; the file written from bench.standalone_data.dolly_splits()["train"] as in
-# docs/benchmarks/standalone.md), then the qa stage (bench/results/standalone_dolly_sentences_100k.json).
+# The Dolly-text stage with each training answer's sentences as extra texts (distill.data.text_sentences,
+# what data.sentences reads: split after . ! ?, at least 3 words; the file written from
+# bench.standalone_data.dolly_splits()["train"] as in docs/benchmarks/standalone.md), then the qa stage
+# (bench/results/standalone_dolly_sentences_100k.json).
 DSENT=$ROOT/.cache/spans/dolly_train_sents.jsonl.gz
 mkdir -p "$(dirname "$DSENT")"
 python - "$DSENT" "$ROOT" <<'PY'
-import gzip, json, re, sys
+import gzip, json, sys
 sys.path.insert(0, sys.argv[2])
 from bench.standalone_data import dolly_splits
+from distill.data import text_sentences
 q, a = dolly_splits()["train"]
-sents = [s.strip() for t in a for s in re.split(r"(?<=[.!?])\s+", t.strip()) if len(s.split()) >= 3]
+sents = [s for t in a for s in text_sentences(t)]
 with gzip.open(sys.argv[1], "wt") as f:
     for t in dict.fromkeys(q + a + sents):
         f.write(json.dumps({"text": t}) + "\n")

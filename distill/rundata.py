@@ -136,7 +136,7 @@ def load_examples(cfg: Config, info: dict | None = None) -> tuple[list[str], lis
             # data.spans / data.sentences: extra texts of the training records only (validation and
             # test stay the records' own texts), appended after them.
             extra, src = extra_texts(t.texts, cfg.data.spans, cfg.data.sentences)
-            keep = np.flatnonzero(per_text[src] == 0) if len(src) else np.zeros(0, dtype=np.int64)
+            keep = np.flatnonzero(per_text[src] == 0)
             texts = t.texts + [extra[i] for i in keep]
             per_text = np.concatenate([per_text, np.zeros(len(keep), dtype=np.int64)])
             if info is not None:

@@ -225,14 +225,22 @@ def config_meta(cfg) -> dict:
     from distill.students import section_config
 
     return {"teachers": {t.name: t.embedding_fields() for t in cfg.teachers},
-            **section_config(cfg.student, cfg.input_names())}
+            "data": data_meta(cfg.data), **section_config(cfg.student, cfg.input_names())}
+
+
+def data_meta(data) -> dict:
+    """The data fields a resume must match: every one that changes which examples the run reads,
+    their splits or their order (``on_error`` only decides whether a bad row stops the run)."""
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(data).items() if k != "on_error"}
 
 
 def run_meta(cfg, student) -> dict:
     """config_meta plus what the built student fixed (lattice sizes, tokenizer size and pad id)."""
     conf = student.student_config()
     conf.pop("teacher_dims")  # implied by the teachers' fields
-    return {"teachers": config_meta(cfg)["teachers"], **conf}
+    return {"teachers": config_meta(cfg)["teachers"], "data": data_meta(cfg.data), **conf}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -246,11 +254,12 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def check_compatible(meta: dict, expected: dict, ck: Path, partial: bool = False) -> None:
-    """Refuse a resume whose teacher set or student differs from the checkpoint's.
+    """Refuse a resume whose teacher set, data or student differs from the checkpoint's.
 
     Both are dicts as :func:`run_meta` writes them; every field is compared, generically.
     ``partial``: compare only what ``expected`` holds (a check from the config alone, before the
     teachers' dimensions are known, so a refusal comes before anything is computed or written).
+    A checkpoint written before its meta held the data settings is not checked on them.
     """
     diffs = []
     old_t, new_t = meta.get("teachers", {}), expected.get("teachers", {})
@@ -263,8 +272,13 @@ def check_compatible(meta: dict, expected: dict, ck: Path, partial: bool = False
                     keys = sorted(k for k in set(old_t[name]) | set(new_t[name])
                                   if old_t[name].get(k) != new_t[name].get(k))
                     diffs.append(f"teacher '{name}' differs in {', '.join(keys)}")
-    old_s = _flatten({k: v for k, v in meta.items() if k != "teachers"})
-    new_s = _flatten({k: v for k, v in expected.items() if k != "teachers"})
+    if isinstance(meta.get("data"), dict) and "data" in expected:
+        old_d, new_d = meta["data"], expected["data"]
+        for k in sorted(set(old_d) | set(new_d)):
+            if old_d.get(k) != new_d.get(k):
+                diffs.append(f"data.{k}: checkpoint {old_d.get(k)!r}, config {new_d.get(k)!r}")
+    old_s = _flatten({k: v for k, v in meta.items() if k not in ("teachers", "data")})
+    new_s = _flatten({k: v for k, v in expected.items() if k not in ("teachers", "data")})
     for k in sorted(set(new_s) if partial else set(old_s) | set(new_s)):
         if old_s.get(k) != new_s.get(k):
             diffs.append(f"student.{k}: checkpoint {old_s.get(k)!r}, config {new_s.get(k)!r}")

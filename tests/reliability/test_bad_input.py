@@ -189,6 +189,8 @@ CASES = [
          edit=lambda cfg: cfg["teachers"].pop(), sets=["--resume"], setup=_copy_run()),
     Case("resume: a teacher changed", ["cannot resume from", "teacher 'bert-cls' differs in pooling"],
          sets=["teachers[1].pooling=max", "--resume"], setup=_copy_run()),
+    Case("resume: other data", ["cannot resume from", "data.max_pairs: checkpoint None, config 40"],
+         sets=["data.max_pairs=40", "--resume"], setup=_copy_run()),
     Case("resume: every checkpoint corrupt", ["no checkpoint passed verification; refusing to start over it"],
          sets=["--resume"], setup=_copy_run(corrupt_all=True)),
     Case("unknown subcommand", ["invalid choice: 'trian'"], args=["trian", "{case}/run.yaml"]),

@@ -154,13 +154,20 @@ def test_compatible_meta_passes_and_each_difference_is_named(baseline):
     changed["teachers"]["bert-cls"]["max_length"] = 64
     changed["lattice"]["depth"] = 5
     changed["skip"] = False
+    changed["data"]["spans"] = 2
     with pytest.raises(CheckpointError) as err:
         check_compatible(meta, changed, Path("ck"))
     msg = str(err.value)
     assert msg.startswith("cannot resume from ck: ")
+    assert "data.spans: checkpoint 0, config 2" in msg
     assert "teacher 'bert-cls' differs in max_length, pooling" in msg
     assert "student.lattice.depth: checkpoint 3, config 5" in msg
     assert "student.skip: checkpoint True, config False" in msg
+
+    old = json.loads(json.dumps(meta))
+    del old["data"]  # a checkpoint from before the meta held the data settings
+    check_compatible(old, changed | {"teachers": meta["teachers"], "lattice": meta["lattice"], "skip": True},
+                     Path("ck"))
 
 
 def test_partial_check_from_config_alone_ignores_derived_sizes(baseline):

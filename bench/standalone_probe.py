@@ -17,7 +17,8 @@ What it can vary:
   ``[CLS] word [SEP]`` through the same PCA, the way every base row is made.
 * ``--lr``, ``--infonce`` (InfoNCE weight), ``--temperature``, ``--batch``, ``--passes``.
 * Word order (issue #20's composition): ``--lattice`` (configs/standalone_corpus.yaml's lattice,
-  ``--lattice-set`` to change fields), ``--position scalar|vector`` (``student.position_weights``),
+  ``--lattice-set`` to change fields), ``--position scalar|vector`` (``student.position_weights``), ``--bigrams B``
+  (``student.bigram_buckets``),
   and ``--order W``: a second loss on the swapped versions of the first ``--swaps`` corpus texts
   (two different words exchanged, ``swapped_corpus``), ``--order-batch`` pairs a step, matching
   the student's move between a text and its swap to MiniLM's (``order_loss``) or only its length
@@ -116,13 +117,16 @@ def word_rows(words: list[str], mean: np.ndarray, components: np.ndarray) -> np.
 
 
 def static_student(table: np.ndarray, mean: np.ndarray, components: np.ndarray,
-                   lattice: dict | None = None, position_weights: str = "none") -> StandaloneStudent:
+                   lattice: dict | None = None, position_weights: str = "none",
+                   bigram_buckets: int = 0) -> StandaloneStudent:
     """The framework's student on ``table`` (static, or with ``lattice``: LatticeConfig fields, the
     correction whose readout starts at zero; ``position_weights`` as ``student.position_weights``,
-    over the corpus config's 128 tokens): its head starts as the inverse PCA."""
+    over the corpus config's 128 tokens; ``bigram_buckets`` as ``student.bigram_buckets``): its head
+    starts as the inverse PCA."""
     conf = StandaloneConfig(vocab_size=table.shape[0], token_dim=table.shape[1],
                             heads={"minilm": components.shape[1]}, input_teacher="minilm", lattice=lattice,
-                            max_tokens=128, position_weights=position_weights)
+                            max_tokens=128, position_weights=position_weights,
+                            bigram_buckets=bigram_buckets)
     ones = np.ones(len(table), dtype=np.float32)
     return StandaloneStudent(conf, token_table=TokenTable(table, mean, components, ones, "probe", MINILM))
 
@@ -212,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="move: the teacher's move vector (order_loss); size: only its length (order_size_loss)")
     ap.add_argument("--position", choices=["none", "scalar", "vector"], default="none",
                     help="student.position_weights: a position-weighted static mean")
+    ap.add_argument("--bigrams", type=int, default=0, metavar="BUCKETS",
+                    help="student.bigram_buckets: hashed rows of adjacent token pairs added to the mean")
     ap.add_argument("--order-batch", type=int, default=64, help="swap pairs per step for --order")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
@@ -257,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{np.mean([len(i) for i in ids]):.2f} tokens/text; {prep_s:.0f} s", flush=True)
 
     lattice = config_lattice(args.lattice_set) if args.lattice else None
-    net = static_student(table, base.mean, base.components, lattice, args.position)
+    net = static_student(table, base.mean, base.components, lattice, args.position, args.bigrams)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
     steps, warm = int(args.passes * len(texts) / args.batch), 20
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -315,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     r["val_cosine"] = val_cos
     r.update(config={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
              words_added=len(words), vocabulary=len(table), steps=steps, prep_s=round(prep_s, 1),
-             lattice=lattice, position=args.position, order_kind=args.order_kind, swaps=len(swaps),
+             lattice=lattice, position=args.position, bigrams=args.bigrams, order_kind=args.order_kind, swaps=len(swaps),
              order_loss_mean=order_loss_sum / steps if args.order else None,
              train_s=round(train_s, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -323,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| {args.n} | words {len(words)} | lr {args.lr} | infonce {args.infonce} | tau {args.temperature} | "
           f"batch {args.batch} | passes {args.passes} | seed {args.seed} | val cos {val_cos:.4f} | STS {r['sts']['mean']:.4f} | "
           f"Dolly sym {r['dolly_sym']['r1']:.4f} | TREC {r['trec_dev']['map']:.4f} / {r['trec_dev']['mrr']:.4f} | "
-          f"lattice {bool(lattice)} position {args.position} order {args.order} ({args.order_kind}) | "
+          f"lattice {bool(lattice)} position {args.position} bigrams {args.bigrams} order {args.order} ({args.order_kind}) | "
           f"order ratio {r['order_ratio']:.3f} rho {r['order_spearman']:.3f} align {r['order_alignment']:.3f} |",
           flush=True)
     return 0

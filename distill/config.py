@@ -236,6 +236,10 @@ class StudentSection:
     # (z + W2 gelu(W1 layernorm(z)), W2 starting at zero: a deep-averaging network); 0 = none, the
     # heads read the mean directly (a static table). It reads which tokens occur together, not order.
     pooled_mlp: int = 0
+    # input=tokens: rows for hashed pairs of adjacent tokens (fastText's word bigrams), this many
+    # buckets, added to the mean (their sum over the token count), each starting at 0; they read
+    # local word order at a static student's cost. 0 = none.
+    bigram_buckets: int = 0
     # input=tokens: texts longer than the input face: fold (wrap around, cells average) | truncate.
     overflow: Literal["fold", "truncate"] = "fold"
     # input=tokens: tokens kept per text (longer texts are truncated there, in training and encode).
@@ -266,6 +270,8 @@ class StudentSection:
             raise ValueError(f"max_tokens: must be >= 1, got {self.max_tokens!r}")
         if self.pooled_mlp < 0:
             raise ValueError(f"pooled_mlp: must be >= 0 (0 = none), got {self.pooled_mlp!r}")
+        if self.bigram_buckets < 0:
+            raise ValueError(f"bigram_buckets: must be >= 0 (0 = none), got {self.bigram_buckets!r}")
         from distill.students import student_type
 
         if self.init_from is not None and not student_type(self.input).starts_from_export:
@@ -277,6 +283,10 @@ class StudentSection:
         if self.pooled_mlp and student_type(self.input).reads_teacher_input:
             raise ValueError(f"pooled_mlp: {self.pooled_mlp!r} is an MLP on the mean of the token rows, and only a "
                              "token-input (standalone) student has one; set student.input=tokens or pooled_mlp=0")
+        if self.bigram_buckets and student_type(self.input).reads_teacher_input:
+            raise ValueError(f"bigram_buckets: {self.bigram_buckets!r} are rows of token pairs, and only a "
+                             "token-input (standalone) student reads tokens; set student.input=tokens or "
+                             "bigram_buckets=0")
 
 
 @dataclass

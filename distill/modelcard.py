@@ -143,6 +143,8 @@ def _student_section(enc, space: str) -> list[str]:
             f"| exported space | {space} |",
             f"| max tokens | {c.max_tokens} (longer texts are truncated; no special tokens) |",
             f"| static mean | {'plain' if c.position_weights == 'none' else 'weighted by token position (' + c.position_weights + ')'} |"]
+    if c.bigram_buckets:
+        out.append(f"| token pairs | {c.bigram_buckets} hashed buckets of adjacent tokens, added to the mean |")
     if c.pooled_mlp:
         out.append(f"| pooled MLP | residual, hidden width {c.pooled_mlp} |")
     if lattice:

@@ -90,7 +90,7 @@ def cmd_export(args) -> int:
     if space not in enc.config.heads:
         raise RunDirError(f"--space: {space!r} is not one of this student's spaces ({', '.join(enc.spaces)})")
     lattice = enc.student.lattice is not None
-    composes = not enc.student.is_static_table  # lattice, position weights or MLP: not a plain table
+    composes = not enc.student.is_static_table  # lattice, position weights, pair rows or MLP
     module, _, name = FORMATS[fmt].partition(":")
     try:
         mod = importlib.import_module(module)
@@ -115,7 +115,8 @@ def cmd_export(args) -> int:
     write_dir_atomic(out, fill)
     print(f"wrote {out}: {fmt}, {space} space ({enc.config.heads[space]} dimensions), lattice "
           f"{'on' if lattice else 'off'}, position weights {enc.config.position_weights}"
-          + (f", pooled MLP {enc.config.pooled_mlp}" if enc.config.pooled_mlp else ""))
+          + (f", pooled MLP {enc.config.pooled_mlp}" if enc.config.pooled_mlp else "")
+          + (f", bigram buckets {enc.config.bigram_buckets}" if enc.config.bigram_buckets else ""))
     print("load it with:\n" + "\n".join("    " + line for line in code.splitlines()))
     return 0
 

@@ -34,6 +34,10 @@ def refuse(enc: Encoder) -> str | None:
         return (f"a Model2Vec model is a static table (a plain mean of token rows), and this student runs an MLP on "
                 f"the mean (pooled_mlp: {enc.config.pooled_mlp}), which a table cannot express; "
                 "export it as sentence-transformers or onnx")
+    if enc.student.bigram is not None:
+        return (f"a Model2Vec model is a static table (a plain mean of token rows), and this student adds rows of "
+                f"adjacent token pairs (bigram_buckets: {enc.config.bigram_buckets}), which a table cannot express; "
+                "export it as sentence-transformers or onnx")
     return None
 
 

@@ -7,6 +7,8 @@ teacher space out, no teacher needed.
       e = table[ids]                                   (B, L, token_dim)   the token table
       s = sum(w * e * mask) / sum(w * mask)            (B, token_dim)      the static path (w = 1:
                                                                            the plain mean)
+      s = s + sum(g[pair(ids)] * mask2) / sum(mask)    (bigram_buckets)    hashed rows of adjacent
+                                                                           token pairs, zero-initialised
       z = s + lattice(rms(e), mask)   (lattice on)     (B, token_dim)      tokens on the input face,
                                                                            readout zero-initialised
       z = z + mlp(z)                  (pooled_mlp)     (B, token_dim)      a residual MLP on the mean,
@@ -18,6 +20,13 @@ token position (one scalar, or one per dimension, for positions ``0 .. max_token
 as its log, so it stays positive), starting at 1 (= the plain mean). A position-weighted mean
 reads word order at the static path's cost: a swap of the tokens at positions i and j moves ``s``
 by ``(w[i] - w[j]) (e_a - e_b) / sum(w)``.
+
+``bigram_buckets`` (0 = none): a second table of that many rows, one per hashed pair of adjacent
+tokens (fastText's word n-grams): ``pair(a, b) = ((a * 1000003 + b) mod 4294967291) mod buckets``,
+for every two neighbouring kept tokens. Their rows are summed and divided by the token count, so a
+text's vector is ``(sum of its token rows + sum of its pair rows) / its token count``. The rows
+start at zero (the plain mean, exactly), and a swap of two words changes the pairs around them:
+the cheapest reading of local word order.
 
 With ``lattice=None`` (or ``use_lattice=False`` in a forward) the model is exactly the static
 path: the ablation "lattice off" uses the same table and the same heads. The lattice's readout is
@@ -62,6 +71,10 @@ MODEL_NAME = "StandaloneStudent"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 POSITION_WEIGHTS = ("none", "scalar", "vector")
+# bigram_buckets' hash of a token pair (a, b): ((a * BIGRAM_MULT + b) % BIGRAM_PRIME) % buckets. Part of
+# the export format: changing either constant changes every bigram student's output.
+BIGRAM_MULT = 1_000_003
+BIGRAM_PRIME = 4_294_967_291
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
 
 
@@ -90,6 +103,9 @@ class StandaloneConfig:
     # The hidden width of the residual MLP on the pooled vector (0 = none). Exports from before the
     # field read as 0.
     pooled_mlp: int = 0
+    # Hashed adjacent-token-pair rows added to the static mean (0 = none). Exports from before the
+    # field read as 0.
+    bigram_buckets: int = 0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -105,6 +121,8 @@ class StandaloneConfig:
             raise ValueError(f"position_weights: {self.position_weights!r} is not one of {', '.join(POSITION_WEIGHTS)}")
         if self.pooled_mlp < 0:
             raise ValueError(f"pooled_mlp: must be >= 0 (0 = none), got {self.pooled_mlp}")
+        if self.bigram_buckets < 0:
+            raise ValueError(f"bigram_buckets: must be >= 0 (0 = none), got {self.bigram_buckets}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -133,6 +151,11 @@ class StandaloneStudent(nn.Module):
                                      nn.Linear(c.pooled_mlp, c.token_dim))
             nn.init.zeros_(self.mlp[-1].weight)
             nn.init.zeros_(self.mlp[-1].bias)
+        # (bigram_buckets, token_dim): the hashed token-pair rows, all 0 at the start (the plain mean).
+        self.bigram: Optional[nn.Embedding] = None
+        if c.bigram_buckets:
+            self.bigram = nn.Embedding(c.bigram_buckets, c.token_dim)
+            nn.init.zeros_(self.bigram.weight)
         if c.lattice is not None:
             # zero_init is forced off: the readout below is zero-initialised, and a zero rule too
             # would leave the output face at zero and every lattice gradient at zero forever.
@@ -166,8 +189,9 @@ class StandaloneStudent(nn.Module):
     @property
     def is_static_table(self) -> bool:
         """Whether the student is one row per token, averaged (no lattice, no position weights, no
-        pooled MLP): what a Model2Vec or a sentence-transformers StaticEmbedding model can hold."""
-        return self.lattice is None and self.position is None and self.mlp is None
+        bigram rows, no pooled MLP): what a Model2Vec or a sentence-transformers StaticEmbedding
+        model can hold."""
+        return self.lattice is None and self.position is None and self.mlp is None and self.bigram is None
 
     def mean(self, e: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
         """e (B, L, token_dim), m (B, L) float mask -> (B, token_dim): the masked mean of the rows,
@@ -178,6 +202,18 @@ class StandaloneStudent(nn.Module):
         w = m.unsqueeze(-1) * torch.exp(self.position[pos]).to(e.dtype)  # (B, L, 1 | token_dim), > 0
         den = w.sum(1)
         return (e * w).sum(1) / torch.where(den > 0, den, torch.ones_like(den))  # an empty row: 0
+
+    def pair_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, L) -> (B, L - 1) the bigram bucket of each adjacent token pair (see BIGRAM_MULT)."""
+        a, b = ids[:, :-1].long(), ids[:, 1:].long()
+        return (a * BIGRAM_MULT + b) % BIGRAM_PRIME % self.config.bigram_buckets
+
+    def bigram_sum(self, ids: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """ids, m (B, L) float mask -> (B, token_dim): the pair rows of neighbouring kept tokens,
+        summed, over the text's token count (zeros for a text of fewer than two tokens)."""
+        pm = (m[:, :-1] * m[:, 1:]).unsqueeze(-1)
+        g = self.bigram(self.pair_ids(ids)).to(m.dtype)
+        return (g * pm).sum(1) / m.sum(1, keepdim=True).clamp(min=1.0)
 
     def static(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """ids, mask (B, L) -> (B, token_dim) masked (position-weighted) mean of the token rows."""
@@ -190,6 +226,8 @@ class StandaloneStudent(nn.Module):
         e = self.embed(ids)
         m = mask.to(e.dtype)
         z = self.mean(e, m)
+        if self.bigram is not None:
+            z = z + self.bigram_sum(ids, m)
         if use_lattice and self.lattice is not None:
             x = e
             if self.config.lattice_token_norm:
@@ -343,7 +381,7 @@ class TokenStudent(nn.Module):
         return {"teacher_dims": self.teacher_dims, "input_teacher": c.input_teacher, "input_mode": NAME,
                 "token_dim": c.token_dim, "token_init": c.init, "token_lattice": c.lattice is not None,
                 "overflow": c.overflow, "max_tokens": c.max_tokens, "vocab_size": c.vocab_size,
-                "lattice": c.lattice, **pooling_fields(c.position_weights, c.pooled_mlp)}
+                "lattice": c.lattice, **pooling_fields(c.position_weights, c.pooled_mlp, c.bigram_buckets)}
 
     def save_pretrained(self, path: str | Path) -> None:
         """The standalone export (weights, config.json, tokenizer files) into the directory ``path``."""
@@ -361,10 +399,12 @@ def lattice_fields(section) -> dict | None:
     return d
 
 
-def pooling_fields(position_weights: str, pooled_mlp: int) -> dict:
+def pooling_fields(position_weights: str, pooled_mlp: int, bigram_buckets: int = 0) -> dict:
     """The pooling fields a resume must match, each only when it is not its default: a checkpoint
-    written before the field existed (plain mean, no MLP) still resumes."""
+    written before the field existed (plain mean, no MLP, no bigram rows) still resumes."""
     out = {}
+    if bigram_buckets:
+        out["bigram_buckets"] = bigram_buckets
     if position_weights != "none":
         out["position_weights"] = position_weights
     if pooled_mlp:
@@ -378,7 +418,7 @@ def section_config(section, input_teacher: str | list[str]) -> dict:
     return {"input_teacher": name, "input_mode": NAME, "token_dim": section.token_dim,
             "token_init": section.token_init, "token_lattice": section.token_lattice,
             "overflow": section.overflow, "max_tokens": section.max_tokens, "lattice": lattice_fields(section),
-            **pooling_fields(section.position_weights, section.pooled_mlp)}
+            **pooling_fields(section.position_weights, section.pooled_mlp, section.bigram_buckets)}
 
 
 # ---- the registry entry (distill.students.STUDENT_TYPES) -----------------------------------------
@@ -433,7 +473,7 @@ class TokenInputType:
         conf = StandaloneConfig(vocab_size=vocab, token_dim=s.token_dim, heads=dict(data.dims),
                                 input_teacher=spec.name, lattice=lattice_fields(s), overflow=s.overflow,
                                 max_tokens=s.max_tokens, init=s.token_init, position_weights=s.position_weights,
-                                pooled_mlp=s.pooled_mlp)
+                                pooled_mlp=s.pooled_mlp, bigram_buckets=s.bigram_buckets)
         if s.init_from:
             return TokenStudent(load_init_from(s.init_from, conf), tok_file.parent)
         table = None
@@ -457,9 +497,10 @@ def load_init_from(path: str, conf: StandaloneConfig) -> StandaloneStudent:
     """A student built as ``conf`` with every weight from the export at ``path``; ``ConfigError``
     naming student.init_from when the export is missing or its shapes differ.
 
-    One exception: a plain-mean export starts a position-weighted student (its ``position`` logs
-    keep their start, 0 = weight 1, so the new student computes what the export did). A later stage
-    can so learn position weights on top of a plain-mean stage."""
+    One exception: a plain-mean export starts a position-weighted or a bigram student (its
+    ``position`` logs and ``bigram`` rows keep their start, 0, so the new student computes what the
+    export did). A later stage can so learn position weights or pair rows on top of a plain-mean
+    stage."""
     from distill.schema import ConfigError
 
     try:
@@ -470,6 +511,8 @@ def load_init_from(path: str, conf: StandaloneConfig) -> StandaloneStudent:
     have, want = old.state_dict(), new.state_dict()
     if old.position is None and new.position is not None:
         have["position"] = want["position"]
+    if old.bigram is None and new.bigram is not None:
+        have["bigram.weight"] = want["bigram.weight"]
     diffs = [f"{k}: export {tuple(have[k].shape) if k in have else 'missing'}, config {tuple(v.shape)}"
              for k, v in want.items() if k not in have or have[k].shape != v.shape]
     diffs += [f"{k}: in the export, not in the config's student" for k in have if k not in want]

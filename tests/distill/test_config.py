@@ -69,6 +69,8 @@ def test_token_table_as_wide_as_the_teacher_or_random_loads():
          "none, scalar, vector"),
         (with_(student={"pooled_mlp": 64}), "student.pooled_mlp", "set student.input=tokens or pooled_mlp=0"),
         (with_(student={"input": "tokens", "pooled_mlp": -1}), "student.pooled_mlp", "must be >= 0"),
+        (with_(student={"bigram_buckets": 4096}), "student.bigram_buckets", "set student.input=tokens or bigram_buckets=0"),
+        (with_(student={"input": "tokens", "bigram_buckets": -1}), "student.bigram_buckets", "must be >= 0"),
         ({"teachers": [{"name": "a", "model": "pkg:x", "preset": "no-such-preset"}]}, "teachers[0].preset",
          "not found"),
         ({"teachers": "minilm"}, "teachers", "list"),

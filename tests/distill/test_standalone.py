@@ -367,13 +367,15 @@ def test_a_resume_names_a_changed_pooling_and_checkpoints_from_before_the_fields
     from distill.students.tokens import TokenStudent, section_config
 
     plain = section_config(StudentSection(input="tokens"), "t")  # what a checkpoint from before the fields holds
-    assert "pooled_mlp" not in plain and "position_weights" not in plain
+    assert "pooled_mlp" not in plain and "position_weights" not in plain and "bigram_buckets" not in plain
     check_compatible(plain, section_config(StudentSection(input="tokens"), "t"), Path("ck"), partial=True)
-    mixed = section_config(StudentSection(input="tokens", pooled_mlp=64, position_weights="vector"), "t")
+    mixed = section_config(StudentSection(input="tokens", pooled_mlp=64, position_weights="vector",
+                                          bigram_buckets=4096), "t")
     with pytest.raises(CheckpointError) as err:
         check_compatible(plain, mixed, Path("ck"), partial=True)
     assert ("student.pooled_mlp: checkpoint None, config 64" in str(err.value)
-            and "student.position_weights: checkpoint None, config 'vector'" in str(err.value))
+            and "student.position_weights: checkpoint None, config 'vector'" in str(err.value)
+            and "student.bigram_buckets: checkpoint None, config 4096" in str(err.value))
     built = TokenStudent(_mlp_student(8), tiny_bert).student_config()  # what the run's checkpoints record
     assert built["pooled_mlp"] == 8 and "position_weights" not in built
 
@@ -401,3 +403,78 @@ def test_a_plain_mean_export_starts_a_position_weighted_student_but_not_the_reve
     wpath = export_standalone(weighted, tiny_bert, tmp_path / "weighted")
     with pytest.raises(ConfigError, match="position: in the export, not in the config's student"):
         load_init_from(str(wpath), plain.config)  # learned weights are not dropped silently
+
+
+def _bigram_student(buckets: int, vocab: int = 20, max_tokens: int = 24) -> StandaloneStudent:
+    torch.manual_seed(0)
+    conf = StandaloneConfig(vocab_size=vocab, token_dim=4, heads={"t": 4}, input_teacher="t", init="random",
+                            max_tokens=max_tokens, bigram_buckets=buckets)
+    return StandaloneStudent(conf)
+
+
+def test_bigram_rows_start_as_the_plain_mean_then_read_the_order_of_neighbours():
+    from distill.students.tokens import BIGRAM_MULT, BIGRAM_PRIME
+    from distill.tokens import mask_of, pad
+
+    plain, st = _bigram_student(0), _bigram_student(7)
+    st.load_state_dict({**st.state_dict(), **plain.state_dict()})  # the same table and head
+    ids = pad([[3, 5, 7, 9], [9, 5, 7, 3], [4], [3, 5]])
+    x, m = ids.clamp(min=0), mask_of(ids)
+    assert not st.bigram.weight.any() and not st.is_static_table and plain.is_static_table
+    torch.testing.assert_close(st(x, m)["t"], plain(x, m)["t"])  # pair rows start at 0: the plain mean
+    with torch.no_grad():
+        st.bigram.weight.copy_(torch.randn_like(st.bigram.weight))
+    e, g = st.embed.weight, st.bigram.weight
+
+    def pair(a: int, b: int) -> int:  # the documented hash, by hand
+        return (a * BIGRAM_MULT + b) % BIGRAM_PRIME % 7
+
+    want0 = (e[3] + e[5] + e[7] + e[9] + g[pair(3, 5)] + g[pair(5, 7)] + g[pair(7, 9)]) / 4
+    torch.testing.assert_close(st.pooled(x, m)[0], want0)
+    assert pair(3, 5) != pair(5, 3)  # the hash is ordered: (a, b) and (b, a) are different pairs
+    assert (st.pooled(x, m)[0] - st.pooled(x, m)[1]).abs().max() > 1e-3  # the same tokens, reordered
+    torch.testing.assert_close(st.pooled(x, m)[2], e[4])  # one token: no pair
+    # padding makes no pair: [3, 5] padded to 4 is [3, 5] alone
+    torch.testing.assert_close(st.pooled(x, m)[3], (e[3] + e[5] + g[pair(3, 5)]) / 2)
+    torch.testing.assert_close(st.pooled(x[3:, :2], m[3:, :2])[0], st.pooled(x, m)[3])
+    loss = st(x, m)["t"].sum()
+    loss.backward()
+    touched = {pair(3, 5), pair(5, 7), pair(7, 9), pair(9, 5), pair(7, 3), pair(5, 3)}
+    assert {int(i) for i in st.bigram.weight.grad.abs().sum(1).nonzero()} == touched  # only the texts' pairs learn
+    with pytest.raises(ValueError, match="bigram_buckets: must be >= 0"):
+        StandaloneConfig(vocab_size=20, token_dim=4, heads={"t": 4}, input_teacher="t", bigram_buckets=-1)
+
+
+def test_bigram_rows_survive_export_start_from_a_plain_export_and_refuse_a_model2vec_table(tmp_path, tiny_bert):
+    import dataclasses
+
+    from distill.export.m2v import refuse
+    from distill.schema import ConfigError
+    from distill.students.tokens import load_init_from
+    from distill.tokens import mask_of, pad
+
+    st = _bigram_student(64, vocab=30522)  # the tiny BERT's (MiniLM's) tokenizer
+    with torch.no_grad():
+        st.bigram.weight.copy_(torch.randn_like(st.bigram.weight))
+    st.eval()
+    enc = Encoder.from_pretrained(export_standalone(st, tiny_bert, tmp_path / "s"))
+    assert enc.config.bigram_buckets == 64 and torch.equal(enc.student.bigram.weight, st.bigram.weight)
+    texts = ["the cat sat on the mat", "the mat sat on the cat"]
+    ids = pad(enc.tokenize(texts))
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(st(ids.clamp(min=0), mask_of(ids))["t"], dim=-1).numpy()
+    got = enc.encode(texts)
+    np.testing.assert_allclose(got, want, atol=1e-5)  # the export runs the pair rows
+    assert float((got[0] * got[1]).sum()) < 1 - 1e-4  # order matters
+    assert "bigram_buckets: 64" in refuse(enc)
+    doc = st.config_doc()
+    del doc["config"]["bigram_buckets"]  # an export written before the field existed
+    assert StandaloneStudent.from_config_doc(doc).bigram is None
+    plain = _bigram_student(0, vocab=30522)
+    path = export_standalone(plain, tiny_bert, tmp_path / "plain")
+    grown = load_init_from(str(path), dataclasses.replace(plain.config, bigram_buckets=64))
+    assert torch.equal(grown.embed.weight, plain.embed.weight) and not grown.bigram.weight.any()
+    with pytest.raises(ConfigError, match="bigram.weight: in the export, not in the config's student"):
+        load_init_from(str(tmp_path / "s"), plain.config)  # learned pair rows are not dropped silently
+    with pytest.raises(ConfigError, match=r"bigram.weight: export \(64, 4\), config \(32, 4\)"):
+        load_init_from(str(tmp_path / "s"), dataclasses.replace(plain.config, bigram_buckets=32))

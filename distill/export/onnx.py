@@ -75,6 +75,8 @@ class SentenceGraph(nn.Module):
         e = st.embed(input_ids)
         m = attention_mask.to(e.dtype)
         z = st.mean(e, m)
+        if st.bigram is not None:
+            z = z + st.bigram_sum(input_ids, m)
         lat = st.lattice
         if lat is not None:
             x = e

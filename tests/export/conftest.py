@@ -25,23 +25,24 @@ def tiny_bert(tmp_path_factory) -> Path:
 
 
 def tiny_student(lattice: bool, seed: int = 0, max_tokens: int = 24, position_weights: str = "none",
-                 pooled_mlp: int = 0) -> StandaloneStudent:
+                 pooled_mlp: int = 0, bigram_buckets: int = 0) -> StandaloneStudent:
     torch.manual_seed(seed)
     cfg = StandaloneConfig(vocab_size=30522, token_dim=16, heads={"t": 32, "other": 8}, input_teacher="t",
                            lattice=dict(LATTICE) if lattice else None, init="random", max_tokens=max_tokens,
-                           position_weights=position_weights, pooled_mlp=pooled_mlp)
+                           position_weights=position_weights, pooled_mlp=pooled_mlp,
+                           bigram_buckets=bigram_buckets)
     st = StandaloneStudent(cfg)
     with torch.no_grad():  # a lattice that is not the zero correction, heads that are not the identity,
-        for n, p in st.named_parameters():  # position weights that are not all 1, an MLP that is not 0
-            if n.startswith(("lattice.", "mlp.")) or n == "position":
+        for n, p in st.named_parameters():  # position weights that are not all 1, an MLP or pair rows not 0
+            if n.startswith(("lattice.", "mlp.", "bigram.")) or n == "position":
                 p.copy_(torch.randn_like(p) * 0.3)
     return st.eval()
 
 
 def write_export(tiny_bert: Path, out: Path, lattice: bool, seed: int = 0, position_weights: str = "none",
-                 pooled_mlp: int = 0) -> Path:
-    export_standalone(tiny_student(lattice, seed, position_weights=position_weights, pooled_mlp=pooled_mlp),
-                      tiny_bert, out)
+                 pooled_mlp: int = 0, bigram_buckets: int = 0) -> Path:
+    export_standalone(tiny_student(lattice, seed, position_weights=position_weights, pooled_mlp=pooled_mlp,
+                                   bigram_buckets=bigram_buckets), tiny_bert, out)
     return out
 
 

@@ -20,11 +20,13 @@ from tests.export.conftest import TEXTS, write_export
 @pytest.fixture(scope="module")
 def exports(tiny_bert, tmp_path_factory):
     """{lattice on (True) / off (False) / off with position weights ("pos") / off with a pooled MLP
-    ("mlp"): run-like dir holding student/} written by the real export code."""
+    ("mlp") / off with bigram rows ("bigram"): run-like dir holding student/} written by the real
+    export code."""
     root = tmp_path_factory.mktemp("exports")
     out = {lat: write_export(tiny_bert, root / f"run-{lat}" / "student", lattice=lat).parent for lat in (True, False)}
     out["pos"] = write_export(tiny_bert, root / "run-pos" / "student", lattice=False, position_weights="vector").parent
     out["mlp"] = write_export(tiny_bert, root / "run-mlp" / "student", lattice=False, pooled_mlp=24).parent
+    out["bigram"] = write_export(tiny_bert, root / "run-bigram" / "student", lattice=False, bigram_buckets=97).parent
     return out
 
 
@@ -37,8 +39,8 @@ def export(run, fmt, out, *extra, capsys=None) -> int:
     return main(["export", str(run), "--format", fmt, "--output", str(out), *extra])
 
 
-@pytest.mark.parametrize("lattice", [True, False, "pos", "mlp"],
-                         ids=["lattice-on", "lattice-off", "position-weights", "pooled-mlp"])
+@pytest.mark.parametrize("lattice", [True, False, "pos", "mlp", "bigram"],
+                         ids=["lattice-on", "lattice-off", "position-weights", "pooled-mlp", "bigrams"])
 def test_sentence_transformers_round_trip(exports, lattice, tmp_path):
     from sentence_transformers import SentenceTransformer
 
@@ -119,11 +121,15 @@ def test_model2vec_round_trip_and_refusal(exports, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "runs an MLP on the mean (pooled_mlp: 24)" in err[0], err
     assert not (tmp_path / "no").exists() and not list(tmp_path.glob(".tmp-*"))
+    assert export(exports["bigram"], "model2vec", tmp_path / "no") == 2  # nor add rows of token pairs
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "adds rows of adjacent token pairs (bigram_buckets: 97)" in err[0], err
+    assert not (tmp_path / "no").exists() and not list(tmp_path.glob(".tmp-*"))
 
 
 @pytest.mark.slow  # a subprocess / a torch.onnx export (~20 s)
-@pytest.mark.parametrize("lattice", [True, False, "pos", "mlp"],
-                         ids=["lattice-on", "lattice-off", "position-weights", "pooled-mlp"])
+@pytest.mark.parametrize("lattice", [True, False, "pos", "mlp", "bigram"],
+                         ids=["lattice-on", "lattice-off", "position-weights", "pooled-mlp", "bigrams"])
 def test_onnx_round_trip(exports, lattice, tmp_path):
     import onnxruntime as ort
 

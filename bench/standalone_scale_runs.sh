@@ -22,8 +22,8 @@ run() {  # run NAME N [overrides...]
   distill train "$CFG" --resume --set "${common[@]}" run.name="$name" stages[0].data.max_pairs="$n" "$@"
 }
 pass() { echo "stages[0].train.max_steps=$1 stages[0].train.eval_every=$(($1 / 2)) stages[0].train.save_every=$(($1 / 2))"; }
-static=student.token_lattice=false
-lattice=student.token_lattice=true
+static="student.token_lattice=false student.bigram_buckets=0"  # runs before the bigram rows shipped
+lattice="student.token_lattice=true student.bigram_buckets=0"
 # Every run before the last section trained its corpus stage as the config did then (cosine + 0.5
 # InfoNCE at lr 0.002); the config now ships cosine alone at lr 0.005 there (the last section).
 was="stages[0].loss.terms.infonce=0.5 stages[0].optim.lr=0.002"
@@ -47,7 +47,7 @@ done
 # student, as shipped (qa-base) and with the student's own answer encodings in the loss (qa-both).
 qa() {  # qa NAME INIT SEED [overrides...]
   local name=$1 init=$2 seed=$3; shift 3
-  distill train "$CFG" --resume --set "${common[@]}" run.name="$name" run.seed="$seed" \
+  distill train "$CFG" --resume --set "${common[@]}" run.name="$name" run.seed="$seed" student.bigram_buckets=0 \
     student.init_from="$init" "stages=[{name: qa, data: {task: pairs}, loss: {terms: {cosine: 0.5, infonce: 1.0}}, optim: {lr: 0.001}, train: {max_steps: 300}}]" "$@"
 }
 for seed in 0 1 2; do
@@ -176,7 +176,8 @@ done
 # texts with cosine alone, and corpus texts instead of Dolly's; then ChatterBot's texts (200 steps)
 # after the Dolly-text stage (bench/results/standalone_text_stage_100k.json).
 one_stage() {  # one_stage NAME INIT SEED STAGE
-  distill train "$CFG" --resume --set "${common[@]}" run.name="$1" run.seed="$3" student.init_from="$2" "stages=[$4]"
+  distill train "$CFG" --resume --set "${common[@]}" run.name="$1" run.seed="$3" student.bigram_buckets=0 \
+    student.init_from="$2" "stages=[$4]"
 }
 for seed in 0 1; do
   one_stage p2-dollycos-s$seed "$RUNS/r100k-static-s$seed-corpus/student" $seed \
@@ -255,3 +256,19 @@ for seed in 0 1 2; do
   run r300k-pq-s$seed 300000 $static run.seed=$seed $(pass 4688) \
     stages[1].student.position_weights=vector stages[2].student.position_weights=vector
 done
+# Hashed token-pair rows (student.bigram_buckets: 16384) at 300k, seeds 0 1 2, against r300k-base-s*
+# (bench/results/standalone_bigrams_300k.json): throughout (bg), in the Dolly stages only on the
+# shipped corpus stage (bq; the measured runs copied r300k-base-s*-corpus, the same config and seed,
+# and --resume skipped it), and with data.spans and data.sentences as in r300k-aug-s* (bga).
+for seed in 0 1 2; do
+  run r300k-bg-s$seed 300000 $static run.seed=$seed $(pass 4688) student.bigram_buckets=16384
+  run r300k-bq-s$seed 300000 $static run.seed=$seed $(pass 4688) \
+    stages[1].student.bigram_buckets=16384 stages[2].student.bigram_buckets=16384
+  run r300k-bga-s$seed 300000 $static run.seed=$seed $(pass 9250) student.bigram_buckets=16384 \
+    stages[0].data.spans=1 stages[1].data.sentences=true
+done
+# ... and the bucket count, throughout: 4096 (seeds 0 1 2) and 65536 (seed 0).
+for seed in 0 1 2; do
+  run r300k-bg4-s$seed 300000 $static run.seed=$seed $(pass 4688) student.bigram_buckets=4096
+done
+run r300k-bg64-s0 300000 $static run.seed=0 $(pass 4688) student.bigram_buckets=65536

@@ -37,7 +37,7 @@ def refuse(enc: Encoder) -> str | None:
     if enc.student.bigram is not None:
         return (f"a Model2Vec model is a static table (a plain mean of token rows), and this student adds rows of "
                 f"adjacent token pairs (bigram_buckets: {enc.config.bigram_buckets}), which a table cannot express; "
-                "export it as sentence-transformers or onnx")
+                "export it as sentence-transformers or onnx, or train with student.bigram_buckets: 0")
     return None
 
 

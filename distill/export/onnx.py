@@ -74,9 +74,7 @@ class SentenceGraph(nn.Module):
         st = self.student
         e = st.embed(input_ids)
         m = attention_mask.to(e.dtype)
-        z = st.mean(e, m)
-        if st.bigram is not None:
-            z = z + st.bigram_sum(input_ids, m)
+        z = st.static_from(input_ids, e, m)
         lat = st.lattice
         if lat is not None:
             x = e

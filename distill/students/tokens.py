@@ -215,19 +215,26 @@ class StandaloneStudent(nn.Module):
         g = self.bigram(self.pair_ids(ids)).to(m.dtype)
         return (g * pm).sum(1) / m.sum(1, keepdim=True).clamp(min=1.0)
 
+    def static_from(self, ids: torch.Tensor, e: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        """ids (B, L), their rows e (B, L, token_dim), m (B, L) float mask -> (B, token_dim): the
+        static path, the masked (position-weighted) mean of the rows plus the pair rows under
+        ``bigram_buckets``. The one place it is computed (the ONNX graph calls it too)."""
+        z = self.mean(e, m)
+        if self.bigram is not None:
+            z = z + self.bigram_sum(ids, m)
+        return z
+
     def static(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """ids, mask (B, L) -> (B, token_dim) masked (position-weighted) mean of the token rows."""
+        """ids, mask (B, L) -> (B, token_dim): the static path (:meth:`static_from`)."""
         e = self.embed(ids)
-        return self.mean(e, mask.to(e.dtype))
+        return self.static_from(ids, e, mask.to(e.dtype))
 
     def pooled(self, ids: torch.Tensor, mask: torch.Tensor, use_lattice: bool = True,
                steps: Optional[int] = None) -> torch.Tensor:
         """ids, mask (B, L) -> z (B, token_dim): the static mean plus the lattice correction."""
         e = self.embed(ids)
         m = mask.to(e.dtype)
-        z = self.mean(e, m)
-        if self.bigram is not None:
-            z = z + self.bigram_sum(ids, m)
+        z = self.static_from(ids, e, m)
         if use_lattice and self.lattice is not None:
             x = e
             if self.config.lattice_token_norm:
@@ -493,6 +500,11 @@ class TokenInputType:
         return TokenStudent(model, root)
 
 
+# Parameters whose fresh value leaves the student's output as it is (position logs 0 = weight 1, pair
+# rows 0): a plain-mean export may start a student that has them.
+ZERO_START = ("position", "bigram.weight")
+
+
 def load_init_from(path: str, conf: StandaloneConfig) -> StandaloneStudent:
     """A student built as ``conf`` with every weight from the export at ``path``; ``ConfigError``
     naming student.init_from when the export is missing or its shapes differ.
@@ -509,10 +521,9 @@ def load_init_from(path: str, conf: StandaloneConfig) -> StandaloneStudent:
         raise ConfigError("student.init_from", str(err)) from None
     new = StandaloneStudent(conf)
     have, want = old.state_dict(), new.state_dict()
-    if old.position is None and new.position is not None:
-        have["position"] = want["position"]
-    if old.bigram is None and new.bigram is not None:
-        have["bigram.weight"] = want["bigram.weight"]
+    for k in ZERO_START:  # what the export lacks of these starts where it leaves the student unchanged
+        if k in want and k not in have:
+            have[k] = want[k]
     diffs = [f"{k}: export {tuple(have[k].shape) if k in have else 'missing'}, config {tuple(v.shape)}"
              for k, v in want.items() if k not in have or have[k].shape != v.shape]
     diffs += [f"{k}: in the export, not in the config's student" for k in have if k not in want]

@@ -21,10 +21,15 @@ def _run(root, tok, seed: int, token_dim: int = 8):
     return root
 
 
-def test_a_blend_is_the_weighted_sum_and_its_ends_are_the_two_runs(tmp_path):
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory):
+    """A tiny BERT with MiniLM's tokenizer, built once for the module."""
+    return build_tiny("bert", tmp_path_factory.mktemp("tiny") / "bert")
+
+
+def test_a_blend_is_the_weighted_sum_and_its_ends_are_the_two_runs(tmp_path, tok):
     from safetensors.torch import load_file
 
-    tok = build_tiny("bert", tmp_path / "bert")
     start, final = _run(tmp_path / "start", tok, 0), _run(tmp_path / "final", tok, 1)
     texts = ["what is a lattice", "cells run one network"]
     want = {a: Encoder.from_pretrained(r).encode(texts) for a, r in ((0.0, start), (1.0, final))}
@@ -42,8 +47,7 @@ def test_a_blend_is_the_weighted_sum_and_its_ends_are_the_two_runs(tmp_path):
     assert not torch.allclose(torch.from_numpy(want[0.0]), torch.from_numpy(want[1.0]))
 
 
-def test_different_networks_or_a_bad_alpha_are_refused(tmp_path, capsys):
-    tok = build_tiny("bert", tmp_path / "bert")
+def test_different_networks_or_a_bad_alpha_are_refused(tmp_path, capsys, tok):
     start, final = _run(tmp_path / "start", tok, 0), _run(tmp_path / "final", tok, 1, token_dim=4)
     with pytest.raises(SystemExit, match="embed.weight: shape"):
         main(["--start", str(start), "--final", str(final), "--alpha", "0.5", "--out", str(tmp_path / "o")])

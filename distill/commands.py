@@ -90,8 +90,10 @@ def _embed(cfg: Config) -> int:
     what = "texts" if texts else "questions and answers"
     for name, d in targets.dims.items():
         print(f"{name}: {len(questions)} {what}, dim {d}, store {cfg.targets.store_dir}")
+    other = sum(stats.get("other_job_rows", {}).values())
     print(f"rows embedded now (this process): {embedded}; rows already stored: "
-          f"{sum(stats.get('cached_rows', {}).values())}")
+          f"{sum(stats.get('cached_rows', {}).values())}"
+          + (f"; embedded meanwhile by another job sharing the store: {other}" if other else ""))
     return 0
 
 

@@ -558,9 +558,11 @@ def _fill(store: TargetStore, req: _Request, texts: Sequence[str], emb: _Embedde
     sp = store.space(req.space)
     label = f"{req.spec.name}/{req.field}"
     world, rank = tdist.world_size(), tdist.rank()
-    embedded = 0
+    embedded, planned = 0, None
     while True:
         units = tdist.run_on_main(lambda: _plan_units(sp.index(), req.keys, store.shard_rows))
+        if planned is None:
+            planned = sum(len(u) for u in units)  # the distinct texts missing when this job looked
         if not units:
             break
         names = [_unit_name(req.keys[u]) for u in units]
@@ -605,6 +607,10 @@ def _fill(store: TargetStore, req: _Request, texts: Sequence[str], emb: _Embedde
                 store.clean_temps()
     stats.setdefault("embedded_rows", {}).setdefault(req.spec.name, 0)
     stats["embedded_rows"][req.spec.name] += embedded
+    # The rest of what was missing was embedded by another job sharing the store (this one waited).
+    ours = sum(tdist.all_gather_object(embedded)) if tdist.is_distributed() else embedded
+    stats.setdefault("other_job_rows", {}).setdefault(req.spec.name, 0)
+    stats["other_job_rows"][req.spec.name] += planned - ours
 
 
 def _open_view(store: TargetStore, req: _Request) -> RowView:
@@ -666,13 +672,14 @@ def build_targets(specs: Sequence[TeacherSpec], fields: Mapping[str, Sequence[st
     A teacher is loaded only if one of its texts is missing. In a multi-process job every rank
     calls this with the same arguments; ranks embed disjoint units and every rank gets every view.
     ``stats`` (if given) gets ``embedded_rows`` ({teacher: rows this process embedded}),
-    ``cached_rows`` ({teacher: requested rows already stored}), ``loaded`` (teachers loaded),
+    ``cached_rows`` ({teacher: requested rows already stored}), ``other_job_rows`` ({teacher: distinct
+    rows another job sharing the store embedded while this one waited}), ``loaded`` (teachers loaded),
     ``forward_calls`` ({teacher: model forwards on this rank}) and ``lost_rows`` (corrupt shards).
     """
     tdist.ensure_process_group()
     fields = {f: list(t) for f, t in fields.items()}
     st = stats if stats is not None else {}
-    st.update(embedded_rows={}, cached_rows={}, loaded=[], forward_calls={}, lost_rows=0)
+    st.update(embedded_rows={}, cached_rows={}, other_job_rows={}, loaded=[], forward_calls={}, lost_rows=0)
     keys = {f: text_keys(t) for f, t in fields.items()}
     digest = hashlib.sha256(b"".join(k.tobytes() for k in keys.values())).hexdigest()
     if tdist.is_distributed() and any(d != digest for d in tdist.all_gather_object(digest)):
@@ -699,9 +706,10 @@ def build_targets(specs: Sequence[TeacherSpec], fields: Mapping[str, Sequence[st
             emb.close()
     tdist.barrier()
     if tdist.is_main():
-        done = sum(st["embedded_rows"].values())
-        log.info("target store %s: %d rows reused, %d embedded by this process", store.root,
-                 sum(st["cached_rows"].values()), done)
+        done, other = sum(st["embedded_rows"].values()), sum(st["other_job_rows"].values())
+        log.info("target store %s: %d rows reused, %d embedded by this process%s", store.root,
+                 sum(st["cached_rows"].values()), done,
+                 f", {other} by another job sharing the store (this one waited for them)" if other else "")
     return views
 
 

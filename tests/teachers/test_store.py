@@ -6,6 +6,7 @@ import errno
 import json
 import logging
 import os
+import time
 
 import numpy as np
 import pytest
@@ -275,6 +276,48 @@ def test_row_view_reads_rows_without_loading_the_store(enc, tmp_path):
     np.testing.assert_array_equal(sub.tensor().numpy(), full[idx])
     assert torch.equal(torch.as_tensor(np.asarray(view.select([2]))), torch.from_numpy(full[[2]]))
     assert os.path.getsize(next(iter(view.shards_dir.iterdir())) / "emb.npy") < full.nbytes
+
+
+def test_a_unit_another_job_holds_is_waited_for_and_never_embedded_twice(enc, tmp_path, monkeypatch, caplog):
+    """Two jobs filling one store: a unit whose claim another job holds is left to it; this job embeds
+    the rest, waits for that unit's shard, and says how many rows the other job gave it."""
+    import threading
+
+    from fileio import Lock
+
+    monkeypatch.setattr(store_mod, "CLAIM_POLL_S", 0.05)
+    ref, _ = embed_texts(enc, TargetStore(tmp_path / "ref", shard_rows=8), CORPUS)
+    store = TargetStore(tmp_path / "shared", shard_rows=8)
+    embed_texts(enc, store, ["a text of neither job"])  # the space exists before the fills
+    (sp,) = store.spaces()
+    keys = store_mod.text_keys(CORPUS)
+    unit = store_mod._unit_name(keys[:8])  # the first of 7 units: the other job is embedding it
+    other = Lock(sp.dir / "claims" / f"{unit}.lock", what="the other job")
+    other.acquire()
+    out = {}
+
+    def fill():
+        with caplog.at_level(logging.INFO, logger="teachers.store"):
+            out["view"], out["stats"] = embed_texts(enc, store, CORPUS)
+
+    t = threading.Thread(target=fill)
+    t.start()
+    try:
+        deadline = time.monotonic() + 120
+        while len(sp.shard_names()) < 1 + 6 and time.monotonic() < deadline:  # the first job's shard + 6 units
+            time.sleep(0.05)
+        assert len(sp.shard_names()) == 7 and t.is_alive()  # this job's units are done; it waits for ours
+        time.sleep(0.3)
+        assert t.is_alive() and unit not in sp.shard_names()
+        sp.write_shard(unit, keys[:8], np.ascontiguousarray(np.asarray(ref)[:8]))
+    finally:
+        other.release()
+        t.join(120)
+    assert not t.is_alive()
+    assert out["stats"]["embedded_rows"] == {"enc": 52 - 8}
+    assert out["stats"]["other_job_rows"] == {"enc": 8}
+    np.testing.assert_array_equal(np.asarray(out["view"]), np.asarray(ref))
+    assert "44 embedded by this process, 8 by another job sharing the store" in caplog.text
 
 
 FILL_SCRIPT = """

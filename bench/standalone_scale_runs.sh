@@ -272,3 +272,37 @@ for seed in 0 1 2; do
   run r300k-bg4-s$seed 300000 $static run.seed=$seed $(pass 4688) student.bigram_buckets=4096
 done
 run r300k-bg64-s0 300000 $static run.seed=0 $(pass 4688) student.bigram_buckets=65536
+# Swapped texts for the pair rows: the first 300k sentences plus 60k of them (4+ words) with two
+# words swapped (bench.standalone_scale.swap_two_words, seed 7), each its own MiniLM target; two
+# passes over the 360k (5625 corpus steps), 16,384 buckets, seeds 0 and 1, against r300k-bg-s0/s1
+# (docs/benchmarks/standalone.md "A second teacher at 100k"; bench/results/standalone_swaps_bigram_360k.json).
+SWAPS360=$RUNS/swap360k.jsonl.gz
+PYTHONPATH="$ROOT" python - "$CORPUS" "$SWAPS360" <<'PY'
+import gzip, json, random, sys
+from bench.standalone_scale import swap_two_words
+rng, texts = random.Random(7), []
+with gzip.open(sys.argv[1], "rt") as f:
+    for i, line in zip(range(300000), f):
+        texts.append(json.loads(line)["text"])
+src = texts[:]
+random.Random(8).shuffle(src)
+swapped = [s for s in (swap_two_words(t, rng) for t in src[:80000] if len(t.split()) >= 4) if s is not None][:60000]
+rows = texts + swapped
+random.Random(9).shuffle(rows)
+with gzip.open(sys.argv[2], "wt") as f:
+    f.writelines(json.dumps({"text": t}) + "\n" for t in rows)
+PY
+for seed in 0 1; do
+  run r360k-sw-s$seed 360000 $static run.seed=$seed $(pass 5625) student.bigram_buckets=16384 stages[0].data.path="$SWAPS360"
+done
+# A second teacher at 100k (the issue's size), seeds 0 1 2: MiniLM alone (r100k-static-s*, as in
+# "Word order" above), MPNet alone (MPNet's tokens) and MiniLM + MPNet (MiniLM's tokens); the plain
+# mean, two passes (1562 corpus steps), all trained in the same pass
+# (bench/results/standalone_mpnet_100k.json). The MPNet fill: two processes, 11-15 rows/s each.
+distill embed "$MP" --set "${common[@]}" stages[0].data.max_pairs=100000
+for seed in 0 1 2; do
+  run r100k-static-s$seed 100000 $static run.seed=$seed $(pass 1562)
+  run mp100k-s$seed 100000 $static run.seed=$seed $(pass 1562) "$MPNET_ONLY"
+  distill train "$MP" --resume --set "${common[@]}" run.name=two100k-s$seed stages[0].data.max_pairs=100000 \
+    $static run.seed=$seed $(pass 1562)
+done

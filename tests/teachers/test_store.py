@@ -304,7 +304,7 @@ def test_a_unit_another_job_holds_is_waited_for_and_never_embedded_twice(enc, tm
     t.start()
     try:
         deadline = time.monotonic() + 120
-        while len(sp.shard_names()) < 1 + 6 and time.monotonic() < deadline:  # the first job's shard + 6 units
+        while len(sp.shard_names()) < 1 + 6 and time.monotonic() < deadline:  # the setup text's shard + 6 units
             time.sleep(0.05)
         assert len(sp.shard_names()) == 7 and t.is_alive()  # this job's units are done; it waits for ours
         time.sleep(0.3)

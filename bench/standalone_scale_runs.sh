@@ -306,3 +306,10 @@ for seed in 0 1 2; do
   distill train "$MP" --resume --set "${common[@]}" run.name=two100k-s$seed stages[0].data.max_pairs=100000 \
     $static run.seed=$seed $(pass 1562)
 done
+# ... and with the shipped pair rows in both (student.bigram_buckets=16384), seeds 0 1
+# (bench/results/standalone_mpnet_bigrams_100k.json).
+for seed in 0 1; do
+  run r100k-bg-s$seed 100000 $static run.seed=$seed $(pass 1562) student.bigram_buckets=16384
+  distill train "$MP" --resume --set "${common[@]}" run.name=two100k-bg-s$seed stages[0].data.max_pairs=100000 \
+    $static run.seed=$seed $(pass 1562) student.bigram_buckets=16384
+done

@@ -313,3 +313,8 @@ for seed in 0 1; do
   distill train "$MP" --resume --set "${common[@]}" run.name=two100k-bg-s$seed stages[0].data.max_pairs=100000 \
     $static run.seed=$seed $(pass 1562) student.bigram_buckets=16384
 done
+# The shipped pair rows at 300k with four passes (9376 corpus steps), seeds 0 1, against r300k-bg-s*
+# (bench/results/standalone_bigram_passes_300k.json).
+for seed in 0 1; do
+  run r300k-bg4p-s$seed 300000 $static run.seed=$seed $(pass 9376) student.bigram_buckets=16384
+done

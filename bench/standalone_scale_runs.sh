@@ -88,9 +88,13 @@ mp two-20k-center "$MP" loss.target_norm=center $was
 # 5 rows/s per process here (two processes: the 30k corpus rows in 57 min, Dolly's after them).
 # python bench/standalone_scale.py --runs ... --out bench/results/standalone_mpnet_30k.json
 distill embed "$MP" --set "${common[@]}" stages[0].data.max_pairs=30000
+run_mp() {  # run_mp NAME N [overrides...]: `run` with MiniLM + MPNet (the two-teacher config)
+  local name=$1 n=$2; shift 2
+  distill train "$MP" --resume --set "${common[@]}" run.name="$name" stages[0].data.max_pairs="$n" "$@"
+}
 two30k() {  # two30k NAME SEED [overrides...]: MiniLM + MPNet, 30k sentences, two passes
   local name=$1 seed=$2; shift 2
-  distill train "$MP" --resume --set "${common[@]}" run.name="$name" stages[0].data.max_pairs=30000 run.seed="$seed" $(pass 470) "$@"
+  run_mp "$name" 30000 run.seed="$seed" $(pass 470) "$@"
 }
 for seed in 0 1; do
   run mp30k-s$seed 30000 $static run.seed=$seed $(pass 470) "$MPNET_ONLY"
@@ -303,15 +307,13 @@ distill embed "$MP" --set "${common[@]}" stages[0].data.max_pairs=100000
 for seed in 0 1 2; do
   run r100k-static-s$seed 100000 $static run.seed=$seed $(pass 1562)
   run mp100k-s$seed 100000 $static run.seed=$seed $(pass 1562) "$MPNET_ONLY"
-  distill train "$MP" --resume --set "${common[@]}" run.name=two100k-s$seed stages[0].data.max_pairs=100000 \
-    $static run.seed=$seed $(pass 1562)
+  run_mp two100k-s$seed 100000 $static run.seed=$seed $(pass 1562)
 done
 # ... and with the shipped pair rows in both (student.bigram_buckets=16384), seeds 0 1
 # (bench/results/standalone_mpnet_bigrams_100k.json).
 for seed in 0 1; do
   run r100k-bg-s$seed 100000 $static run.seed=$seed $(pass 1562) student.bigram_buckets=16384
-  distill train "$MP" --resume --set "${common[@]}" run.name=two100k-bg-s$seed stages[0].data.max_pairs=100000 \
-    $static run.seed=$seed $(pass 1562) student.bigram_buckets=16384
+  run_mp two100k-bg-s$seed 100000 $static run.seed=$seed $(pass 1562) student.bigram_buckets=16384
 done
 # The shipped pair rows at 300k with four passes (9376 corpus steps), seeds 0 1, against r300k-bg-s*
 # (bench/results/standalone_bigram_passes_300k.json).

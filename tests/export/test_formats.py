@@ -59,11 +59,10 @@ def test_sentence_transformers_round_trip(exports, lattice, tmp_path):
     else:
         assert all(t.startswith("sentence_transformers.") for t in types), types
         assert types[0].endswith("StaticEmbedding") and types[1].endswith("Normalize")
-    card = (out / "README.md").read_text()
-    assert ("| token pairs | 97 hashed buckets" in card) == (lattice == "bigram")  # the card names the pair rows
     verify_export(out, full=True)
     card = (out / "README.md").read_text()
     assert card.startswith("---\nlibrary_name: sentence-transformers\n") and "SentenceTransformer(" in card
+    assert ("| token pairs | 97 hashed buckets" in card) == (lattice == "bigram")  # the card names the pair rows
 
 
 def test_other_space_and_force(exports, tmp_path):

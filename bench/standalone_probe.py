@@ -28,12 +28,13 @@ What it can vary:
   ``order_spearman``) and ``order_alignment`` (``move_alignment``: does the student move the
   teacher's way?).
 
-* The STS gap (round 13): ``--ctx-init`` starts the table from MiniLM's contextual token
+* The STS gap (2026-12-05): ``--ctx-init`` starts the table from MiniLM's contextual token
   averages over the N training texts (``contextual_table``; the mean of these rows approximates the
   teacher's own mean pooling), ``--span-pairs`` trains on each sentence beside one span of it
   (``data.spans``' span 0) and ``--pair-weight W`` adds ``pair_loss`` (the student's sentence-span
   cosines against the teacher's), ``--whiten A`` puts the cosine loss in the targets' whitened
-  PCA space (``whitening``). ``--passes 0`` measures the starting table untrained.
+  PCA space (``whitening``), ``--sources`` reads the corpus's sentences of the listed sources only
+  (validation: the next 2000 of them). ``--passes 0`` measures the starting table untrained.
 
 Targets are read from a target store already filled by ``distill train``/``distill embed`` for the
 corpus with the MiniLM teacher (the space of the texts' embeddings); only ``--ctx-init`` runs
@@ -168,7 +169,8 @@ def contextual_table(texts: list[str], base, prior: float, cache: Path) -> np.nd
     """A table whose row v is MiniLM's mean contextual vector of token v over ``texts`` (through
     ``base``'s PCA, no SIF weight: the mean of these rows approximates the teacher's mean pooling),
     with ``prior`` pseudo-counts of v's static ``[CLS] v [SEP]`` row (``base``'s, unweighted); tokens
-    the texts never use keep that row (prior 0: the plain contextual mean). The sums are cached in ``cache`` (written whole or not at all)."""
+    the texts never use keep that row (prior 0: the plain contextual mean). The sums are cached in
+    ``cache`` (written whole or not at all)."""
     if cache.is_file():
         z = np.load(cache)
         sums, counts = z["sums"], z["counts"]
@@ -198,8 +200,8 @@ def pair_loss(p: torch.Tensor, y: torch.Tensor, kind: str = "diag") -> torch.Ten
 def whitening(y: torch.Tensor, a: float) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, W) of the targets ``y`` (N, D): ``(x - mean) @ W`` rotates into their principal axes
     and scales each by variance^(-a/2) (a = 1: unit covariance; 0: a rotation only). Axes with no
-    variance (below 1e-6 of the largest; the stored MiniLM rows span 381 of their 384 dimensions) are dropped:
-    scaled up, they would weigh nothing but rounding noise."""
+    variance (below 1e-6 of the largest; the stored MiniLM rows span 381 of their 384 dimensions)
+    are dropped: scaled up, they would weigh nothing but rounding noise."""
     yd = y.double()
     mean = yd.mean(0)
     evals, evecs = torch.linalg.eigh((yd - mean).T @ (yd - mean) / len(yd))
@@ -377,9 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     net = static_student(table, base.mean, base.components, lattice, args.position, args.bigrams)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=0.0)
     n_train = len(texts) + (len(span_pairs) if args.span_pairs else 0)
-    steps, warm = max(1, int(args.passes * n_train / args.batch)), 20
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    steps, warm = int(args.passes * n_train / args.batch), 20
+    sched = torch.optim.lr_scheduler.LambdaLR(  # (steps is 0 with --passes 0: nothing is trained)
+        opt, lambda s: min(1.0, (s + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / max(1, steps))))
     if args.span_pairs:  # a pass reads each sentence and its span once: half a batch of each per step
         order = np.concatenate([rng.permutation(len(span_pairs)) for _ in range(2 * math.ceil(args.passes) + 2)])
     else:
@@ -389,7 +391,7 @@ def main(argv: list[str] | None = None) -> int:
     white = whitening(y_all, args.whiten) if args.whiten else None
     order_loss_sum = 0.0
     t1 = time.time()
-    for step in range(steps if args.passes else 0):
+    for step in range(steps):
         if args.span_pairs:
             k = order[step * (args.batch // 2):(step + 1) * (args.batch // 2)]
             b = span_src[k]
@@ -457,8 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     r.update(config={k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
              words_added=len(words), vocabulary=len(table), steps=steps, prep_s=round(prep_s, 1),
              lattice=lattice, position=args.position, bigrams=args.bigrams, order_kind=args.order_kind, swaps=len(swaps),
-             order_loss_mean=order_loss_sum / steps if args.order else None,
-             pair_loss_mean=pair_loss_sum / steps if args.pair_weight else None,
+             order_loss_mean=order_loss_sum / max(1, steps) if args.order else None,
+             pair_loss_mean=pair_loss_sum / max(1, steps) if args.pair_weight else None,
              train_s=round(train_s, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(r, indent=1) + "\n")

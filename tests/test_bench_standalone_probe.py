@@ -182,6 +182,19 @@ def test_pair_loss_is_zero_when_the_students_pair_cosines_are_the_teachers():
     assert pair_loss(q, y, "matrix").item() > 0
 
 
+def test_relation_loss_compares_cosines_only_across_widths():
+    from bench.standalone_probe import relation_loss
+
+    torch.manual_seed(0)
+    t = torch.nn.functional.normalize(torch.randn(6, 8), dim=-1)  # a wider second teacher
+    proj = torch.linalg.qr(torch.randn(8, 8))[0][:, :8]
+    assert relation_loss(t @ proj, t).item() < 1e-10  # the same cosines in another basis
+    p = torch.nn.functional.normalize(torch.randn(6, 4), dim=-1)
+    want = (p @ p.T - t @ t.T).pow(2).mean()
+    torch.testing.assert_close(relation_loss(p, t), want)
+    assert relation_loss(p, t).item() > 0.01
+
+
 def test_whitening_gives_the_targets_unit_covariance_or_rotates_only():
     from bench.standalone_probe import whitening
 

@@ -482,6 +482,7 @@ def main(argv: list[str] | None = None) -> int:
              words_added=len(words), vocabulary=len(table), steps=steps, prep_s=round(prep_s, 1),
              lattice=lattice, position=args.position, bigrams=args.bigrams, order_kind=args.order_kind, swaps=len(swaps),
              order_loss_mean=order_loss_sum / max(1, steps) if args.order else None,
+             # the extra term's mean: pair_loss with --pair-weight, relation_loss with --rel-weight
              pair_loss_mean=pair_loss_sum / max(1, steps) if args.pair_weight or args.rel_weight else None,
              train_s=round(train_s, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)

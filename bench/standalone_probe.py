@@ -158,8 +158,8 @@ def contextual_sums(texts: list[str], batch: int = 256) -> tuple[np.ndarray, np.
     with torch.inference_mode():
         for s in range(0, len(by_len), batch):
             rows = [enc[i] for i in by_len[s:s + batch]]
-            ids = pad(rows).clamp(min=0)
-            keep = mask_of(pad(rows))
+            padded = pad(rows)
+            ids, keep = padded.clamp(min=0), mask_of(padded)
             hidden = model(input_ids=ids, attention_mask=keep.long()).last_hidden_state
             keep[:, 0] = False
             keep[torch.arange(len(rows)), torch.tensor([len(r) - 1 for r in rows])] = False
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
             pair_loss_sum += lp.item()
             loss = loss + args.pair_weight * lp
         if args.infonce:
-            loss = loss + args.infonce * F.cross_entropy(p @ y.T / args.temperature, torch.arange(len(b)))
+            loss = loss + args.infonce * F.cross_entropy(p @ y.T / args.temperature, torch.arange(len(p)))
         if args.order:
             j = torch.from_numpy(rng.integers(0, len(swaps), args.order_batch))
             src = swap_src[j]

@@ -283,11 +283,10 @@ run r300k-bg64-s0 300000 $static run.seed=0 $(pass 4688) student.bigram_buckets=
 SWAPS360=$RUNS/swap360k.jsonl.gz
 PYTHONPATH="$ROOT" python - "$CORPUS" "$SWAPS360" <<'PY'
 import gzip, json, random, sys
+from pathlib import Path
+from bench.standalone_data import read_corpus
 from bench.standalone_scale import swap_two_words
-rng, texts = random.Random(7), []
-with gzip.open(sys.argv[1], "rt") as f:
-    for i, line in zip(range(300000), f):
-        texts.append(json.loads(line)["text"])
+rng, texts = random.Random(7), read_corpus(Path(sys.argv[1]), 300000)
 src = texts[:]
 random.Random(8).shuffle(src)
 swapped = [s for s in (swap_two_words(t, rng) for t in src[:80000] if len(t.split()) >= 4) if s is not None][:60000]
@@ -326,12 +325,13 @@ done
 # r300k-bg-s* (bench/results/standalone_sources_300k.json). The fill: about 200k new MiniLM rows,
 # two processes at ~110 rows/s each.
 WIKIBBC=$RUNS/wikibbc300k.jsonl.gz
-python - "$CORPUS" "$WIKIBBC" <<'PY'
+PYTHONPATH="$ROOT" python - "$CORPUS" "$WIKIBBC" <<'PY'
 import gzip, json, sys
-with gzip.open(sys.argv[1], "rt") as f:
-    rows = [r for r in map(json.loads, f) if r["source"] in ("wikipedia", "bbc")][:300000]
+from pathlib import Path
+from bench.standalone_data import read_corpus
+texts = read_corpus(Path(sys.argv[1]), 300000, {"wikipedia", "bbc"})
 with gzip.open(sys.argv[2], "wt") as f:
-    f.writelines(json.dumps({"text": r["text"], "source": r["source"]}) + "\n" for r in rows)
+    f.writelines(json.dumps({"text": t}) + "\n" for t in texts)
 PY
 distill embed "$CFG" --set "${common[@]}" stages[0].data.path="$WIKIBBC" stages[0].data.max_pairs=300000
 for seed in 0 1; do
